@@ -1,0 +1,1 @@
+"""host-local IPAM: allocation ranges (pure) and the on-disk lease store."""

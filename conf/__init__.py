@@ -1,0 +1,1 @@
+"""kube-router-cni: generate, validate, update and install the CNI configuration."""

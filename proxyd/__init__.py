@@ -1,0 +1,1 @@
+"""kube-router: the node daemon (service proxy, network policy, pod routing)."""

@@ -1,0 +1,6 @@
+import sys
+
+
+def main() -> int:
+    print("kube-router-sim: not implemented yet", file=sys.stderr)
+    return 2
