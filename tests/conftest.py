@@ -34,10 +34,20 @@ def pytest_runtest_setup(item):
             pytest.skip("needs iproute2's ip command (the README's test command installs it)")
 
 
+def _can_check_leaks() -> bool:
+    return os.geteuid() == 0 and shutil.which("ip") is not None
+
+
+def pytest_sessionstart(session):
+    # Namespaces that exist before the run are not ours to judge (another
+    # run on the same machine, or a leftover from before).
+    session.config._krt_before = set(nsl.leaked_namespaces()) if _can_check_leaks() else set()
+
+
 def pytest_sessionfinish(session, exitstatus):
-    if os.geteuid() != 0 or not shutil.which("ip"):
+    if not _can_check_leaks():
         return
-    leaked = nsl.leaked_namespaces()
+    leaked = sorted(set(nsl.leaked_namespaces()) - session.config._krt_before)
     if leaked:
         session.config._krt_leaks = leaked
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
