@@ -1,8 +1,521 @@
-import json
+"""kube-router-portmap: hostPort mapping for a container, chained after an interface plugin.
+
+Semantics follow the reference plugin (containernetworking/plugins meta/portmap):
+traffic to a local address on a hostPort is DNATed to the container, hairpin and
+127.0.0.0/8 sources are marked for masquerade. The rules are built as plain data
+and applied in one ``iptables-restore --noflush`` transaction per address family,
+after one ``iptables-save -t nat`` that tells which shared chains and jumps exist.
+"""
+from __future__ import annotations
+
+import ipaddress
 import sys
+from collections import namedtuple
+
+from cni import iptables as ipt
+from cni import names, skel
+from cni.skel import CniError
+
+PROTOCOLS = ("tcp", "udp", "sctp")
+# The kernel's multiport match holds at most 15 ports (XT_MULTI_PORTS).
+MULTIPORT_MAX = 15
+TABLE = "nat"
+
+
+# Named tuples, not dataclasses: the dataclasses module costs ~10 ms of start-up
+# (inspect, ast), paid on every pod ADD and DEL.
+PortMapping = namedtuple("PortMapping", "host_port container_port protocol host_ip",
+                         defaults=("tcp", ""))
+# conditions: (conditionsV4, conditionsV6), each a tuple of iptables arguments.
+Conf = namedtuple("Conf", "name mappings snat masq_all mark_bit external_setmark_chain "
+                  "conditions", defaults=("", (), True, False, names.DEFAULT_MASQ_MARK_BIT,
+                                          "", ((), ())))
+
+
+def _invalid(key: str, value) -> CniError:
+    return CniError(skel.INVALID_CONFIG, f"invalid value for {key!r}: {value!r}")
+
+
+def _port(entry: dict, key: str) -> int:
+    value = entry.get(key.lower())
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 65535:
+        raise _invalid(f"portMappings.{key}", value)
+    return value
+
+
+def parse_mapping(raw) -> PortMapping:
+    """One runtimeConfig.portMappings entry; keys are case-insensitive (containerd capitalises)."""
+    if not isinstance(raw, dict):
+        raise _invalid("portMappings", raw)
+    entry = {str(k).lower(): v for k, v in raw.items()}
+    protocol = entry.get("protocol") or "tcp"
+    if not isinstance(protocol, str) or protocol.lower() not in PROTOCOLS:
+        raise _invalid("portMappings.protocol", protocol)
+    host_ip = entry.get("hostip") or ""
+    if not isinstance(host_ip, str):
+        raise _invalid("portMappings.hostIP", host_ip)
+    if host_ip:
+        try:
+            host_ip = str(ipaddress.ip_address(host_ip))
+        except ValueError:
+            raise _invalid("portMappings.hostIP", host_ip) from None
+    return PortMapping(_port(entry, "hostPort"), _port(entry, "containerPort"),
+                       protocol.lower(), host_ip)
+
+
+def _conditions(conf: dict, key: str) -> tuple[str, ...]:
+    value = conf.get(key)
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _invalid(key, value)
+    return tuple(value)
+
+
+def _flag(conf: dict, key: str, default: bool) -> bool:
+    value = conf.get(key, default)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise _invalid(key, value)
+    return value
+
+
+def parse_config(conf: dict) -> Conf:
+    """The plugin's configuration; CniError code 7 naming key and value when invalid."""
+    runtime = conf.get("runtimeConfig")
+    runtime = {} if runtime is None else runtime
+    if not isinstance(runtime, dict):
+        raise _invalid("runtimeConfig", runtime)
+    raw_maps = runtime.get("portMappings")
+    raw_maps = [] if raw_maps is None else raw_maps
+    if not isinstance(raw_maps, list):
+        raise _invalid("portMappings", raw_maps)
+    mark_bit, external = conf.get("markMasqBit"), conf.get("externalSetMarkChain")
+    if mark_bit is not None and external is not None:
+        raise CniError(skel.INVALID_CONFIG,
+                       "cannot specify both 'externalSetMarkChain' and 'markMasqBit'")
+    if mark_bit is None:
+        mark_bit = names.DEFAULT_MASQ_MARK_BIT
+    if isinstance(mark_bit, bool) or not isinstance(mark_bit, int) or not (
+            0 <= mark_bit <= names.MARK_BIT_MAX):
+        raise _invalid("markMasqBit", mark_bit)
+    if external is not None:
+        try:
+            names.ensure_chain_name(external if isinstance(external, str) else "")
+        except ValueError:
+            raise _invalid("externalSetMarkChain", external) from None
+    name = conf.get("name") or ""
+    return Conf(name=name if isinstance(name, str) else "",
+                mappings=tuple(parse_mapping(m) for m in raw_maps),
+                snat=_flag(conf, "snat", True), masq_all=_flag(conf, "masqAll", False),
+                mark_bit=mark_bit, external_setmark_chain=external or "",
+                conditions=(_conditions(conf, "conditionsV4"),
+                            _conditions(conf, "conditionsV6")))
+
+
+def container_nets(prev_result: dict | None) -> dict[int, ipaddress.IPv4Interface |
+                                                          ipaddress.IPv6Interface]:
+    """The first IPv4 and first IPv6 address of the container, with their prefix."""
+    nets: dict = {}
+    for ip in (prev_result or {}).get("ips") or []:
+        try:
+            iface = ipaddress.ip_interface(ip["address"])
+        except (KeyError, TypeError, ValueError):
+            raise CniError(skel.INVALID_CONFIG,
+                           f"invalid value for 'prevResult.ips': {ip!r}") from None
+        nets.setdefault(iface.version, iface)
+    return nets
+
+
+# Everything one container wants in one family's nat table:
+#   chain          its own chain
+#   jumps          rules in CNI-HOSTPORT-DNAT that enter ``chain``
+#   rules          the rules of ``chain``, as iptables-save prints them
+#   setmark_chain  where hairpin/localhost traffic is marked; "" when snat is off
+#   own_masq       we keep CNI-HOSTPORT-SETMARK/MASQ (no external mark chain)
+#   mark, udp_ports
+Plan = namedtuple("Plan", "family chain jumps rules setmark_chain own_masq mark udp_ports")
+
+
+def _applicable(conf: Conf, family: int) -> list[PortMapping]:
+    return [m for m in conf.mappings
+            if not m.host_ip or ipaddress.ip_address(m.host_ip).version == family]
+
+
+def _comment(conf: Conf, container_id: str, ifname: str) -> str:
+    text = f'dnat name: "{conf.name}" id: "{container_id}" if: "{ifname}"'
+    return "".join(c for c in text if c.isprintable() and c != "\\")[:255]
+
+
+def build_jumps(conf: Conf, family: int, maps: list[PortMapping], chain: str,
+                comment: str) -> tuple[str, ...]:
+    by_proto: dict[str, list[str]] = {}
+    for m in maps:
+        ports = by_proto.setdefault(m.protocol, [])
+        if str(m.host_port) not in ports:
+            ports.append(str(m.host_port))
+    out = []
+    for proto in sorted(by_proto):
+        ports = by_proto[proto]
+        for i in range(0, len(ports), MULTIPORT_MAX):
+            out.append(ipt.format_args(
+                ["-p", proto, "-m", "comment", "--comment", comment, "-m", "multiport",
+                 "--dports", ",".join(ports[i:i + MULTIPORT_MAX]),
+                 *conf.conditions[family == 6], "-j", chain]))
+    return tuple(out)
+
+
+def build_chain_rules(conf: Conf, net, maps: list[PortMapping], setmark: str) -> tuple[str, ...]:
+    """Per mapping: mark hairpin and localhost (or everything) for masquerade, then DNAT."""
+    host_bits = "/32" if net.version == 4 else "/128"
+    target = (f"{net.ip}:" if net.version == 4 else f"[{net.ip}]:")
+    rules = []
+    for m in maps:
+        dst = ""
+        if m.host_ip and not ipaddress.ip_address(m.host_ip).is_unspecified:
+            dst = f"-d {m.host_ip}{host_bits} "
+        match = f"{dst}-p {m.protocol} -m {m.protocol} --dport {m.host_port}"
+        if setmark and conf.masq_all:
+            rules.append(f"{match} -j {setmark}")
+        elif setmark:
+            # The whole pod subnet, as the reference does: besides hairpin, a
+            # neighbour pod on the same bridge would get the reply straight over
+            # the bridge, un-NATed, unless the node masquerades it.
+            rules.append(f"-s {net.network} {match} -j {setmark}")
+            if net.version == 4:
+                rules.append(f"-s 127.0.0.0/8 {match} -j {setmark}")
+        rules.append(f"{match} -j DNAT --to-destination {target}{m.container_port}")
+    return tuple(rules)
+
+
+def build_plan(conf: Conf, container_id: str, ifname: str, net) -> Plan | None:
+    """What this container wants in ``net``'s family; None when no mapping applies."""
+    maps = _applicable(conf, net.version)
+    if not maps:
+        return None
+    chain = names.portmap_dnat_chain(container_id, ifname)
+    setmark = ""
+    if conf.snat:
+        setmark = conf.external_setmark_chain or names.HOSTPORT_SETMARK_CHAIN
+    return Plan(
+        family=net.version, chain=chain,
+        jumps=build_jumps(conf, net.version, maps, chain, _comment(conf, container_id, ifname)),
+        rules=build_chain_rules(conf, net, maps, setmark),
+        setmark_chain=setmark, own_masq=conf.snat and not conf.external_setmark_chain,
+        mark=names.mark_mask(conf.mark_bit),
+        udp_ports=tuple(sorted({m.host_port for m in maps if m.protocol == "udp"})))
+
+
+# One shared piece a plan needs: ``rule`` in ``chain`` (inserted first when
+# ``first``), after creating ``creates`` if that is missing. An entry jump counts
+# as present when any rule of its chain jumps to the same target, however it is
+# spelled (the reference plugin writes the same ones); other rules only in their
+# exact iptables-save text.
+SharedRule = namedtuple("SharedRule", "creates chain rule first is_jump")
+
+
+def build_shared_rules(plan: Plan) -> list[SharedRule]:
+    dnat, setmark, masq = (names.HOSTPORT_DNAT_CHAIN, names.HOSTPORT_SETMARK_CHAIN,
+                           names.HOSTPORT_MASQ_CHAIN)
+    out = []
+    if plan.own_masq:
+        out += [
+            SharedRule(setmark, setmark, f'-m comment --comment '
+                       f'"{names.HOSTPORT_SETMARK_COMMENT}" -j MARK --set-xmark {plan.mark}',
+                       False, False),
+            SharedRule(masq, masq, f"-m mark --mark {plan.mark} -j MASQUERADE", False, False),
+            # First in POSTROUTING: the bridge plugin's own masquerade rules would
+            # otherwise see the packet before the mark is honoured.
+            SharedRule("", "POSTROUTING", f'-m comment --comment '
+                       f'"{names.HOSTPORT_MASQ_COMMENT}" -j {masq}', True, True)]
+    out += [SharedRule(dnat if entry == "PREROUTING" else "", entry,
+                       f"-m addrtype --dst-type LOCAL -j {dnat}", False, True)
+            for entry in ("PREROUTING", "OUTPUT")]
+    return out
+
+
+def _present(saved: ipt.SavedTable, shared: SharedRule) -> bool:
+    if shared.is_jump:
+        target = ipt.rule_target(shared.rule)
+        return any(ipt.rule_target(r) == target for r in saved.rules(shared.chain))
+    return shared.rule in saved.rules(shared.chain)
+
+
+def _line(shared: SharedRule) -> str:
+    return (f"-I {shared.chain} 1 {shared.rule}" if shared.first
+            else f"-A {shared.chain} {shared.rule}")
+
+
+def build_add_restore(plan: Plan, saved: ipt.SavedTable) -> str:
+    """One transaction: our chain (re)written whole, shared chains and jumps only if missing."""
+    lines = ["*" + TABLE, f":{plan.chain} - [0:0]"]
+    for shared in build_shared_rules(plan):
+        if shared.creates and not saved.has_chain(shared.creates):
+            lines.append(f"-N {shared.creates}")
+        if not _present(saved, shared):
+            lines.append(_line(shared))
+    lines += [f"-D {chain} {rule}" for chain, rule in saved.jumps_to(plan.chain)]
+    lines += [f"-A {names.HOSTPORT_DNAT_CHAIN} {jump}" for jump in plan.jumps]
+    lines += [f"-A {plan.chain} {rule}" for rule in plan.rules]
+    return "\n".join(lines + ["COMMIT", ""])
+
+
+def build_del_restore(chain: str, saved: ipt.SavedTable) -> str:
+    """Remove every jump to ``chain`` and the chain itself; "" when nothing is there.
+
+    The last container's DEL also removes the shared chains and their jumps, so a
+    node without hostPorts carries no hostPort rules.
+    """
+    jumps = saved.jumps_to(chain)
+    lines = [f"-D {src} {rule}" for src, rule in jumps]
+    if saved.has_chain(chain):
+        lines += [f"-F {chain}", f"-X {chain}"]
+    if not lines:
+        return ""
+    lines += build_shared_cleanup(saved, chain, jumps)
+    return "\n".join(["*" + TABLE, *lines, "COMMIT", ""])
+
+
+def build_shared_cleanup(saved: ipt.SavedTable, chain: str,
+                         removed: list[tuple[str, str]]) -> list[str]:
+    """Restore lines removing the shared chains once nothing but their entry jumps uses them."""
+    dnat, setmark, masq = (names.HOSTPORT_DNAT_CHAIN, names.HOSTPORT_SETMARK_CHAIN,
+                           names.HOSTPORT_MASQ_CHAIN)
+    if not saved.has_chain(dnat) or any(
+            (dnat, rule) not in removed for rule in saved.rules(dnat)):
+        return []
+    lines = [f"-D {src} {rule}" for src, rule in saved.jumps_to(dnat)] + [f"-X {dnat}"]
+    # Another chain (a stale one, or one a person added) may still mark for
+    # masquerade: then the mark and masquerade chains stay.
+    if any(src not in (chain, dnat) for src, _ in saved.jumps_to(setmark)):
+        return lines
+    if saved.has_chain(setmark):
+        lines += [f"-F {setmark}", f"-X {setmark}"]
+    if saved.has_chain(masq) and all(src == "POSTROUTING" for src, _ in saved.jumps_to(masq)):
+        lines += [f"-D {src} {rule}" for src, rule in saved.jumps_to(masq)]
+        lines += [f"-F {masq}", f"-X {masq}"]
+    return lines
+
+
+def check_plan(plan: Plan, saved: ipt.SavedTable) -> list[str]:
+    """What is missing or different in the kernel; empty when all is in place."""
+    problems = []
+    for shared in build_shared_rules(plan):
+        if shared.creates and not saved.has_chain(shared.creates):
+            problems.append(f"chain {shared.creates} is missing")
+        if not _present(saved, shared):
+            problems.append(f"rule missing: {_line(shared)}")
+    if not saved.has_chain(plan.chain):
+        return problems + [f"chain {plan.chain} is missing"]
+    if tuple(saved.rules(plan.chain)) != plan.rules:
+        problems.append(f"chain {plan.chain} has {saved.rules(plan.chain)}, "
+                        f"want {list(plan.rules)}")
+    # Extra match arguments (conditionsV4/V6) come back from iptables-save in its own
+    # order and spelling, so jumps are compared by protocol and port list only.
+    have = sorted(_jump_key(r) for c, r in saved.jumps_to(plan.chain)
+                  if c == names.HOSTPORT_DNAT_CHAIN)
+    want = sorted(_jump_key(r) for r in plan.jumps)
+    if have != want:
+        problems.append(f"jumps to {plan.chain}: have {have}, want {want}")
+    return problems
+
+
+def _jump_key(rule: str) -> tuple[str, str]:
+    args = ipt.split_rule(rule)
+    get = (lambda flag: args[args.index(flag) + 1] if flag in args else "")
+    return get("-p"), get("--dports")
+
+
+def _log(msg: str) -> None:
+    print(f"kube-router-portmap: {msg}", file=sys.stderr)
+
+
+class Host:
+    """The plugin's side effects, injectable: commands, the lock, /proc, the log."""
+
+    def __init__(self, run=ipt.run_command, lock=None, proc: str = "/proc", log=_log):
+        self.run = run
+        self.lock = ipt.FileLock() if lock is None else lock
+        self.proc = proc
+        self.log = log
+
+    def iptables(self, family: int) -> ipt.Iptables:
+        return ipt.Iptables(family, self.run)
+
+
+def routed_interface(ip: ipaddress.IPv4Address, route_table: str) -> str:
+    """The interface of the longest-prefix on-link main-table route to ``ip`` (/proc/net/route).
+
+    Routes through a gateway (RTF_GATEWAY) are skipped: the container sits on a
+    link of this host, and route_localnet on the uplink would let 127.0.0.0/8
+    sources in from the network.
+    """
+    best, best_len = "", -1
+    for line in route_table.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 8 or int(fields[3], 16) & 0x2:
+            continue
+        dst = int.from_bytes(bytes.fromhex(fields[1]), "little")
+        mask = int.from_bytes(bytes.fromhex(fields[7]), "little")
+        if int(ip) & mask == dst and bin(mask).count("1") > best_len:
+            best, best_len = fields[0], bin(mask).count("1")
+    return best
+
+
+def ensure_route_localnet(host: Host, ip: ipaddress.IPv4Address) -> None:
+    """Let 127.0.0.0/8 sources be routed out to the container (the 127.0.0.1:hostPort case)."""
+    with open(f"{host.proc}/net/route") as f:
+        ifname = routed_interface(ip, f.read())
+    if not ifname:
+        host.log(f"no route to {ip}: route_localnet not set")
+        return
+    with open(f"{host.proc}/sys/net/ipv4/conf/{ifname}/route_localnet", "w") as f:
+        f.write("1")
+
+
+def delete_udp_conntrack(host: Host, family: int, ports: tuple[int, ...]) -> None:
+    """Stale UDP flows would keep hitting an old destination: the kernel never re-NATs them."""
+    for port in ports:
+        proc = host.run(["conntrack", "-D", "-f", f"ipv{family}", "-p", "udp",
+                         "--orig-port-dst", str(port)], None)
+        # Exit status 1 with "0 flow entries" is the common case: nothing to delete.
+        if proc.returncode not in (0, 1):
+            host.log(f"conntrack -D udp port {port} (ipv{family}) failed: "
+                     f"{proc.stderr.strip()}")
+
+
+def add(host: Host, conf: Conf, container_id: str, ifname: str, prev_result: dict) -> None:
+    """Program every family the container has an address in; on failure undo them all."""
+    plans = [build_plan(conf, container_id, ifname, net)
+             for _, net in sorted(container_nets(prev_result).items())]
+    try:
+        for plan in filter(None, plans):
+            ipt.transact(host.iptables(plan.family), TABLE,
+                         lambda saved: build_add_restore(plan, saved), host.lock, host.log)
+            if plan.family == 4 and plan.setmark_chain:
+                ensure_route_localnet(host, container_nets(prev_result)[4].ip)
+    except BaseException:
+        try:
+            delete(host, container_id, ifname)
+        except Exception as exc:  # the original failure is the one to report
+            host.log(f"rolling back after a failed ADD: {exc}")
+        raise
+    for plan in filter(None, plans):
+        delete_udp_conntrack(host, plan.family, plan.udp_ports)
+
+
+def delete(host: Host, container_id: str, ifname: str) -> None:
+    chain = names.portmap_dnat_chain(container_id, ifname)
+    for family in (4, 6):
+        try:
+            ipt.transact(host.iptables(family), TABLE,
+                         lambda saved: build_del_restore(chain, saved), host.lock, host.log)
+        except ipt.RestoreError:
+            raise
+        except ipt.IptablesError as exc:
+            if family == 4:
+                raise
+            host.log(f"skipping IPv6: {exc}")  # no ip6tables nat here: nothing of ours
+
+
+def check(host: Host, conf: Conf, container_id: str, ifname: str, prev_result: dict) -> None:
+    problems = []
+    for family, net in sorted(container_nets(prev_result).items()):
+        plan = build_plan(conf, container_id, ifname, net)
+        if plan is not None:
+            problems += [f"ipv{family}: {p}"
+                         for p in check_plan(plan, host.iptables(family).save(TABLE))]
+    if problems:
+        raise CniError(skel.INTERNAL, "hostPort rules do not match the configuration",
+                       "; ".join(problems))
+
+
+def _network_of(rule: str) -> str | None:
+    """The network name in the comment of one of our jumps, None if it has none."""
+    args = ipt.split_rule(rule)
+    comment = args[args.index("--comment") + 1] if "--comment" in args[:-1] else ""
+    prefix = 'dnat name: "'
+    return comment[len(prefix):].split('"', 1)[0] if comment.startswith(prefix) else None
+
+
+def build_stale_chains(saved: ipt.SavedTable, network: str, valid: set[str]) -> list[str]:
+    """Our chains that no valid attachment of ``network`` owns.
+
+    A chain whose jumps name another network is that network's to collect; a
+    chain nothing jumps to is dead and goes whichever network asks.
+    """
+    stale = []
+    for chain in saved.chains:
+        if not names.is_portmap_dnat_chain(chain) or chain in valid:
+            continue
+        owners = {_network_of(rule) for _, rule in saved.jumps_to(chain)}
+        if not owners or owners == {network}:
+            stale.append(chain)
+    return stale
+
+
+def cleanup_stale_chains(host: Host, network: str, attachments: list) -> None:
+    valid = {names.portmap_dnat_chain(str(a.get("containerID", "")), str(a.get("ifname", "")))
+             for a in attachments if isinstance(a, dict)}
+    for family in (4, 6):
+        try:
+            stale = build_stale_chains(host.iptables(family).save(TABLE), network, valid)
+        except ipt.IptablesError as exc:
+            if family == 4:
+                raise
+            host.log(f"skipping IPv6: {exc}")
+            continue
+        for chain in stale:
+            ipt.transact(host.iptables(family), TABLE,
+                         lambda saved: build_del_restore(chain, saved), host.lock, host.log)
+
+
+def _required_prev(req) -> dict:
+    if req.prev_result is None:
+        raise CniError(skel.INVALID_CONFIG,
+                       "kube-router-portmap must be chained after an interface plugin: "
+                       "no prevResult")
+    return req.prev_result
+
+
+def _host_errors(fn, *args):
+    try:
+        return fn(*args)
+    except ipt.IptablesError as exc:
+        raise CniError(skel.INTERNAL, str(exc).splitlines()[0], str(exc)) from None
+    except OSError as exc:
+        raise CniError(skel.IO_FAILURE, str(exc)) from None
+
+
+def cmd_add(req, host: Host | None = None) -> dict:
+    conf = parse_config(req.conf)
+    prev = _required_prev(req)
+    if conf.mappings:
+        _host_errors(add, host or Host(), conf, req.container_id, req.ifname, prev)
+    return prev
+
+
+def cmd_del(req, host: Host | None = None) -> None:
+    parse_config(req.conf)
+    _host_errors(delete, host or Host(), req.container_id, req.ifname)
+
+
+def cmd_check(req, host: Host | None = None) -> None:
+    conf = parse_config(req.conf)
+    prev = _required_prev(req)
+    if conf.mappings:
+        _host_errors(check, host or Host(), conf, req.container_id, req.ifname, prev)
+
+
+def cmd_gc(req, host: Host | None = None) -> None:
+    """CNI 1.1 GC: remove the chains of attachments the runtime no longer knows."""
+    parse_config(req.conf)
+    attachments = req.conf.get("cni.dev/valid-attachments")
+    if not isinstance(attachments, list):
+        raise _invalid("cni.dev/valid-attachments", attachments)
+    _host_errors(cleanup_stale_chains, host or Host(), req.conf.get("name", ""), attachments)
 
 
 def main() -> int:
-    json.dump({"cniVersion": "1.0.0", "code": 999,
-               "msg": "kube-router-portmap is not implemented yet"}, sys.stdout)
-    return 1
+    return skel.run(sys.modules[__name__])

@@ -1,0 +1,79 @@
+"""Every iptables chain name and mark bit the CNI plugins use.
+
+Top-level names are shared by every container on a node and by the reference
+portmap plugin (same names, same rules), so a node can move between the two
+without leaving a second set of hostPort chains behind.
+Per-container names are a prefix plus a truncated hash of what identifies the
+attachment (container ID and interface name), so DEL can find them from the
+CNI_* environment alone — no prevResult, no netns needed.
+"""
+from __future__ import annotations
+
+try:
+    # hashlib's import loads OpenSSL (~2.5 ms); the built-in sha256 is all we need.
+    from _sha256 import sha256
+except ImportError:  # a Python built without it
+    from hashlib import sha256
+
+# iptables rejects chain names of 29 characters or more (XT_EXTENSION_MAXNAMELEN
+# is 29 including the NUL); nf_tables would take longer ones, iptables-save
+# could not print them back.
+CHAIN_NAME_MAX = 28
+
+# never change: upgrades depend on it
+HOSTPORT_DNAT_CHAIN = "CNI-HOSTPORT-DNAT"
+# never change: upgrades depend on it
+HOSTPORT_SETMARK_CHAIN = "CNI-HOSTPORT-SETMARK"
+# never change: upgrades depend on it
+HOSTPORT_MASQ_CHAIN = "CNI-HOSTPORT-MASQ"
+# never change: upgrades depend on it (DEL finds an older ADD's chain by it)
+PORTMAP_DNAT_PREFIX = "KRT-DN-"
+
+# never change: upgrades depend on it (the rule text is matched to find ours)
+HOSTPORT_SETMARK_COMMENT = "CNI portfwd masquerade mark"
+# never change: upgrades depend on it
+HOSTPORT_MASQ_COMMENT = "CNI portfwd requiring masquerade"
+
+# The reference plugin's default: bit 13 (0x2000), kube-proxy's masquerade bit
+# is 14, so both can live on one node.
+DEFAULT_MASQ_MARK_BIT = 13
+MARK_BIT_MAX = 31
+
+_HASH_CHARS = CHAIN_NAME_MAX - len(PORTMAP_DNAT_PREFIX)
+
+
+def ensure_chain_name(name: str) -> str:
+    """Return ``name`` if iptables accepts it as a chain name, else raise ValueError."""
+    if not name or len(name) > CHAIN_NAME_MAX:
+        raise ValueError(f"chain name {name!r} must be 1..{CHAIN_NAME_MAX} characters")
+    if any(c.isspace() or c in "\"'!" for c in name) or name.startswith("-"):
+        raise ValueError(f"chain name {name!r} has characters iptables does not accept")
+    return name
+
+
+def hashed_chain(prefix: str, *parts: str, length: int | None = None) -> str:
+    """``prefix`` + hex digest of ``parts``, as long as the 28-character limit allows."""
+    room = CHAIN_NAME_MAX - len(prefix)
+    if room < 8:
+        raise ValueError(f"prefix {prefix!r} leaves fewer than 8 hash characters")
+    length = room if length is None else min(length, room)
+    digest = sha256("\0".join(parts).encode()).hexdigest()
+    return ensure_chain_name(prefix + digest[:length])
+
+
+def portmap_dnat_chain(container_id: str, ifname: str) -> str:
+    """The per-attachment DNAT chain: one per (container, interface)."""
+    return hashed_chain(PORTMAP_DNAT_PREFIX, container_id, ifname)
+
+
+def is_portmap_dnat_chain(name: str) -> bool:
+    return (name.startswith(PORTMAP_DNAT_PREFIX)
+            and len(name) == len(PORTMAP_DNAT_PREFIX) + _HASH_CHARS)
+
+
+def mark_mask(bit: int) -> str:
+    """The ``value/mask`` text of a single mark bit, as iptables-save prints it."""
+    if not 0 <= bit <= MARK_BIT_MAX:
+        raise ValueError(f"mark bit {bit} is outside 0..{MARK_BIT_MAX}")
+    value = 1 << bit
+    return f"{value:#x}/{value:#x}"
