@@ -101,15 +101,15 @@ def main() -> int:
         ours_dir = os.path.join(tmp_root, "opt/cni/bin")
     results = {"reference": measure("reference", REFERENCE_DIR, a.pods, a.burst, "10.201.0.0/16"),
                "ours": measure("ours", ours_dir, a.pods, a.burst, "10.202.0.0/16")}
-    print(f"{'':22}{'reference ms':>24}{'ours ms':>24}{'ratio':>8}")
-    print(f"{'':22}{'median':>12}{'p99':>12}{'median':>12}{'p99':>12}{'ours/ref':>8}")
+    print(f"{'':22}{'reference ms':>24}{'ours ms':>24}{'ratio':>10}")
+    print(f"{'':22}{'median':>12}{'p99':>12}{'median':>12}{'p99':>12}{'ours/ref':>10}")
     report = {}
     for mode in ("sequential", "burst"):
         for op in ("add", "del"):
             r, o = results["reference"][mode][op], results["ours"][mode][op]
             rm, om = statistics.median(r), statistics.median(o)
             print(f"{mode + ' ' + op.upper():22}{rm:12.1f}{percentile(r, .99):12.1f}"
-                  f"{om:12.1f}{percentile(o, .99):12.1f}{om / rm:8.2f}")
+                  f"{om:12.1f}{percentile(o, .99):12.1f}{om / rm:10.2f}")
             report[f"{mode}_{op}"] = {"reference_median_ms": rm, "ours_median_ms": om,
                                       "ratio": om / rm}
     print(json.dumps(report))

@@ -68,7 +68,7 @@ def _pod_mac(conf: dict, cni_args: dict) -> str | None:
 def parse_config(data: bytes | dict, cni_args: dict | None = None) -> BridgeConf:
     """The plugin's configuration; CniError (code 7 naming key and value) when invalid."""
     if isinstance(data, (bytes, str)):
-        import json
+        from cni import fastjson as json
         try:
             data = json.loads(data)
         except ValueError as exc:

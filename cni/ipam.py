@@ -7,7 +7,7 @@ is called in-process: one process start less on every pod ADD and DEL.
 """
 from __future__ import annotations
 
-import json
+from cni import fastjson as json
 import os
 
 from cni import skel

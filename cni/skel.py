@@ -10,7 +10,7 @@ This module runs on every pod ADD and DEL: it imports only os, sys and json.
 """
 from __future__ import annotations
 
-import json
+from cni import fastjson as json
 import os
 import sys
 
@@ -249,7 +249,7 @@ def _version_for_errors(stdin: bytes) -> str:
 
 def _emit(obj: dict) -> None:
     try:
-        sys.stdout.write(json.dumps(obj, indent=4) + "\n")
+        sys.stdout.write(json.dumps(obj) + "\n")
         sys.stdout.flush()
     except (BrokenPipeError, OSError):
         pass  # the runtime went away; nothing left to tell it

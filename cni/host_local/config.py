@@ -5,7 +5,7 @@ Every invalid value is reported with its key path and the value, e.g.
 """
 from __future__ import annotations
 
-import json
+from cni import fastjson as json
 
 from cni import skel
 from cni.host_local import allocator
