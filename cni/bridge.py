@@ -315,76 +315,16 @@ def _add(req, conf: BridgeConf, host, pod, pod_fd: int, undo: contextlib.ExitSta
     return result
 
 
-# ---- ipMasq -----------------------------------------------------------------
-# The reference's chain and rules (ip.SetupIPMasq), so a node can switch plugins:
-# POSTROUTING -s <pod ip> -> CNI-<hash>: ACCEPT to the pod's subnet, MASQUERADE the
-# rest except multicast.
-
-
-def masq_chain(name: str, container_id: str) -> tuple[str, str]:
-    """The per-container nat chain and rule comment, as the reference names them."""
-    import hashlib
-    digest = hashlib.sha512((name + container_id).encode()).hexdigest()
-    return "CNI-" + digest[:24], f'name: "{name}" id: "{container_id}"'
-
-
-def build_masq_restore(chain: str, comment: str, addresses: list[str], present: set[str]) -> str:
-    """nat restore text for one family; ``present``: POSTROUTING rules already there."""
-    from cni.iptables import format_args
-    lines = ["*nat", f":{chain} - [0:0]"]
-    tail = ["-m", "comment", "--comment", comment]
-    multicast = "224.0.0.0/4" if ":" not in addresses[0] else "ff00::/8"
-    for addr in addresses:
-        net = ipaddress.ip_interface(addr).network
-        lines.append(f"-A {chain} " + format_args(["-d", str(net), *tail, "-j", "ACCEPT"]))
-    lines.append(f"-A {chain} " + format_args(["!", "-d", multicast, *tail, "-j", "MASQUERADE"]))
-    for addr in addresses:
-        ip = ipaddress.ip_interface(addr).ip
-        rule = format_args(["-s", f"{ip}/{ip.max_prefixlen}", *tail, "-j", chain])
-        if rule not in present:
-            lines.append("-A POSTROUTING " + rule)
-    return "\n".join(lines + ["COMMIT", ""])
-
-
-def ensure_masq(name: str, container_id: str, addresses: list[str], run=None) -> None:
-    from cni import iptables
-    chain, comment = masq_chain(name, container_id)
-    by_family: dict[int, list[str]] = {}
-    for addr in addresses:
-        by_family.setdefault(ipaddress.ip_interface(addr).version, []).append(addr)
-    with iptables.FileLock():
-        for family, addrs in sorted(by_family.items()):
-            ipt = iptables.Iptables(family, run or iptables.run_command)
-            present = set(ipt.save("nat").rules("POSTROUTING"))
-            ipt.restore(build_masq_restore(chain, comment, addrs, present))
-
-
-def cleanup_masq(name: str, container_id: str, run=None) -> None:
-    """Remove the container's chain and the POSTROUTING jumps to it, in both families."""
-    from cni import iptables
-    chain, _ = masq_chain(name, container_id)
-    with iptables.FileLock():
-        for family in (4, 6):
-            ipt = iptables.Iptables(family, run or iptables.run_command)
-            try:
-                nat = ipt.save("nat")
-            except iptables.IptablesError:
-                continue                    # no ip6tables (or no nat table): nothing of ours
-            lines = [f"-D {src} {rule}" for src, rule in nat.jumps_to(chain)]
-            if nat.has_chain(chain):
-                lines += [f"-F {chain}", f"-X {chain}"]
-            if lines:
-                ipt.restore("\n".join(["*nat", *lines, "COMMIT", ""]))
-
-
 def _masq_setup(req, conf: BridgeConf, result: dict, undo: contextlib.ExitStack) -> None:
-    undo.callback(_undo, cleanup_masq, conf.name, req.container_id)
-    ensure_masq(conf.name, req.container_id, [ipc["address"] for ipc in result["ips"]])
+    from cni import ipmasq
+    undo.callback(_undo, ipmasq.cleanup, conf.name, req.container_id)
+    ipmasq.ensure(conf.name, req.container_id, [ipc["address"] for ipc in result["ips"]])
 
 
 def _masq_teardown(req, conf: BridgeConf) -> None:
     if conf.ip_masq:
-        cleanup_masq(conf.name, req.container_id)
+        from cni import ipmasq
+        ipmasq.cleanup(conf.name, req.container_id)
 
 
 # ---- DEL --------------------------------------------------------------------

@@ -77,3 +77,15 @@ def mark_mask(bit: int) -> str:
         raise ValueError(f"mark bit {bit} is outside 0..{MARK_BIT_MAX}")
     value = 1 << bit
     return f"{value:#x}/{value:#x}"
+
+
+# never change: upgrades depend on it. bridge's ipMasq chain, named as the
+# reference's ip.SetupIPMasq names it, so a node can switch plugins.
+IPMASQ_CHAIN_PREFIX = "CNI-"
+
+
+def ipmasq_chain(network: str, container_id: str) -> tuple[str, str]:
+    """bridge ipMasq's per-container nat chain and rule comment, as the reference names them."""
+    import hashlib  # sha512 is not built in separately; ipMasq is off by default
+    digest = hashlib.sha512((network + container_id).encode()).hexdigest()
+    return IPMASQ_CHAIN_PREFIX + digest[:24], f'name: "{network}" id: "{container_id}"'
