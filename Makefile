@@ -8,10 +8,16 @@ PY := $(VENV)/bin/python
 #   iproute2 iptables ipset ipvsadm conntrack kmod  the kernel tools the daemon and plugins drive
 #   qemu-system-x86 linux-image-amd64 busybox-static cpio  the VM runner for the kernel tier
 #   containernetworking-plugins  the reference CNI plugins (parity tests, loopback, benchmarks)
+#   podman runc                  a real CNI consumer (libcni) that drives our plugins in the netns tier
+#   containerd runc              containerd's CRI, the path kubelet takes to our plugins (netns tier)
 #   python3-venv                 the virtualenv everything is installed into
+#   kubernetes-client            kubectl, for the embedded API server's tests; left out when a
+#                                kubectl is already installed (a package that owns
+#                                /usr/bin/kubectl, e.g. the cloud SDK's, makes it uninstallable)
 APT_PACKAGES := iproute2 iptables ipset ipvsadm conntrack kmod procps \
 	qemu-system-x86 linux-image-amd64 busybox-static cpio \
-	containernetworking-plugins python3 python3-venv
+	containernetworking-plugins podman containerd runc python3 python3-venv \
+	$(if $(shell command -v kubectl),,kubernetes-client)
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test setup apt
