@@ -1,0 +1,141 @@
+"""One informer per kind: list, diff against the cache, watch, re-list on trouble.
+
+kubernetes' own ``SharedInformer`` and ``Watch`` are not used: the first has no
+has_synced and no bookmarks and reports every object as MODIFIED on each
+re-list; the second retries an expired resourceVersion once, then raises.
+
+The loop:
+  list -> Store.replace (DELETED for keys gone while we were away; ADDED /
+  MODIFIED only where the resourceVersion moved) -> has_synced -> watch from
+  the list's resourceVersion with bookmarks and a jittered timeout; a watch
+  that ends normally is resumed from the last resourceVersion seen; 410 Gone
+  re-lists at once, any other error re-lists after a capped, jittered backoff.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from typing import Callable, Mapping
+
+from proxyd.k8s.cache import IndexFunc, Store, object_key
+from proxyd.k8s.client import ApiError, Kind, KubeClient
+from proxyd.runner import Backoff
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[str, dict | None, dict | None], None]      # (kind name, old, new)
+EventCounter = Callable[[str, str], None]                       # (kind name, event type)
+
+
+class Gone(Exception):
+    """The watch's resourceVersion was compacted away (410): re-list."""
+
+
+class Informer:
+    def __init__(self, client: KubeClient, kind: Kind, *,
+                 indexers: Mapping[str, IndexFunc] | None = None,
+                 watch_timeout: float = 300.0, read_margin: float = 30.0,
+                 backoff: Backoff | None = None, rng: Callable[[], float] = random.random,
+                 count_event: EventCounter = lambda kind, type_: None):
+        self.kind = kind
+        self.store = Store(indexers)
+        self._client = client
+        self._handlers: list[Handler] = []
+        self._watch_timeout, self._read_margin, self._rng = watch_timeout, read_margin, rng
+        self._backoff = backoff or Backoff(0.5, 30.0, rng=rng)
+        self._count = count_event
+        self._synced = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._stream = None
+        self.lists = 0          # how many times the collection was listed (tests, metrics)
+
+    def add_handler(self, handler: Handler) -> None:
+        self._handlers.append(handler)
+
+    def has_synced(self) -> bool:
+        return self._synced.is_set()
+
+    def wait_for_sync(self, timeout: float | None = None) -> bool:
+        return self._synced.wait(timeout)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"informer-{self.kind.name}",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        stream = self._stream
+        if stream is not None:
+            stream.abort()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        delay = 0.0
+        while not self._stop.wait(delay):
+            try:
+                rv = self._list()
+                self._backoff.reset()
+                while not self._stop.is_set():
+                    rv = self._watch(rv)
+                delay = 0.0
+            except Gone:
+                log.info("%s: resourceVersion expired, listing again", self.kind.name)
+                delay = 0.0
+            except Exception as e:  # lists and watches fail in many ways; all mean re-list
+                if self._stop.is_set():
+                    break
+                delay = self._backoff.next()
+                log.warning("%s: list/watch failed (%s); listing again in %.2fs",
+                            self.kind.name, e, delay)
+
+    def _list(self) -> str:
+        items, rv = self._client.list(self.kind)
+        self.lists += 1
+        for old, new in self.store.replace(items):
+            self._emit("DELETED" if new is None else "ADDED" if old is None else "MODIFIED", old, new)
+        self._synced.set()
+        return rv
+
+    def _watch(self, rv: str) -> str:
+        # Jitter spreads the re-watches of many nodes (client-go: timeout * [1, 2)).
+        timeout = int(self._watch_timeout * (1 + self._rng()))
+        self._stream = self._client.watch(self.kind, rv, timeout,
+                                          read_timeout=timeout + self._read_margin)
+        try:
+            if self._stop.is_set():  # stop() ran between the check and the request
+                self._stream.abort()
+                return rv
+            for event in self._stream:
+                if self._stop.is_set():
+                    break
+                rv = self._handle(event, rv)
+        finally:
+            self._stream = None
+        return rv
+
+    def _handle(self, event: dict, rv: str) -> str:
+        type_, obj = event.get("type"), event.get("object") or {}
+        self._count(self.kind.name, str(type_))
+        if type_ == "ERROR":
+            if obj.get("code") == 410:
+                raise Gone(obj.get("message", ""))
+            raise ApiError(obj.get("code", 0), obj.get("message", "watch error"))
+        new_rv = (obj.get("metadata") or {}).get("resourceVersion") or rv
+        if type_ == "BOOKMARK":
+            return new_rv
+        change = self.store.apply(obj, deleted=type_ == "DELETED")
+        if change is not None:
+            self._emit(type_, *change)
+        return new_rv
+
+    def _emit(self, type_: str, old: dict | None, new: dict | None) -> None:
+        for handler in self._handlers:
+            try:
+                handler(self.kind.name, old, new)
+            except Exception:  # a handler only records; its bug must not stop the informer
+                log.exception("%s %s %s: handler failed", self.kind.name, type_,
+                              object_key(new if new is not None else old))
