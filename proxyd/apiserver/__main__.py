@@ -1,0 +1,5 @@
+import sys
+
+from proxyd.apiserver.server import main
+
+sys.exit(main())
