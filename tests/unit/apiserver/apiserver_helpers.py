@@ -14,3 +14,10 @@ def ready_status(*ips: str, ready: bool = True) -> dict:
     return {"status": {"phase": "Running", "podIP": ips[0] if ips else None,
                        "podIPs": [{"ip": ip} for ip in ips],
                        "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
+
+
+def make_client(server) -> "client.ApiClient":
+    from kubernetes import client
+    config = client.Configuration()
+    config.host = server.url
+    return client.ApiClient(config)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 from kubernetes import client
 
+from apiserver_helpers import make_client
 from proxyd.apiserver import ApiServer, ServerConfig
 
 
@@ -25,12 +26,6 @@ def server_factory():
 @pytest.fixture
 def apiserver(server_factory) -> ApiServer:
     return server_factory()
-
-
-def make_client(server: ApiServer) -> client.ApiClient:
-    config = client.Configuration()
-    config.host = server.url
-    return client.ApiClient(config)
 
 
 @pytest.fixture

@@ -64,7 +64,7 @@ def test_node_port_allocation_and_update_keeps_it(core):
 
 
 def test_dual_stack_service(server_factory):
-    from conftest import make_client
+    from apiserver_helpers import make_client
     from kubernetes import client
     server = server_factory(service_cidrs=("10.96.0.0/12", "fd00:10:96::/112"))
     with make_client(server) as api:
@@ -115,7 +115,7 @@ def test_node_pod_cidr_allocation(core):
 
 
 def test_node_pod_cidrs_dual_stack(server_factory):
-    from conftest import make_client
+    from apiserver_helpers import make_client
     from kubernetes import client
     server = server_factory(cluster_cidrs=("10.244.0.0/16", "fd00:10:244::/56"))
     with make_client(server) as api:

@@ -61,7 +61,7 @@ def test_named_target_port_resolves_per_pod(core, discovery_api):
 
 
 def test_one_slice_per_family(server_factory):
-    from conftest import make_client
+    from apiserver_helpers import make_client
     from kubernetes import client
     server = server_factory(service_cidrs=("10.96.0.0/12", "fd00:10:96::/112"))
     with make_client(server) as api:

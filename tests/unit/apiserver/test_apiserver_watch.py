@@ -11,7 +11,7 @@ from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
 from apiserver_helpers import pod_body
-from conftest import make_client
+from apiserver_helpers import make_client
 
 
 def test_events_in_order_with_increasing_rvs(core):

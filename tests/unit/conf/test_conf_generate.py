@@ -8,7 +8,7 @@ import stat
 import pytest
 
 from conf.validate import validate_doc
-from conftest import check_golden, fake_host
+from conf_helpers import check_golden, fake_host
 
 CASES = {
     # golden file -> (flags, host)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from conf.host import Host, auto_mtu, default_route_interface_v4, default_route_interface_v6
-from conftest import fake_host
+from conf_helpers import fake_host
 
 ROUTE = """Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT
 eth1\t00000000\t010200C0\t0003\t0\t0\t600\t00000000\t0\t0\t0

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from conftest import fake_host
+from conf_helpers import fake_host
 
 
 class NodeServer(http.server.ThreadingHTTPServer):

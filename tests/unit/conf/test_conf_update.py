@@ -11,7 +11,7 @@ from hypothesis import given, strategies as st
 from conf.errors import ConfError
 from conf.update import update_conflist
 from conf.validate import validate_doc
-from conftest import INPUTS, check_golden, fake_host
+from conf_helpers import INPUTS, check_golden, fake_host
 
 V4, V6 = "10.244.1.0/24", "fd00:10:244:1::/64"
 

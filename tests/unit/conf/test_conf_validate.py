@@ -12,7 +12,7 @@ import pytest
 
 from conf.schema import load_schema
 from conf.validate import validate_doc
-from conftest import GOLDEN
+from conf_helpers import GOLDEN
 
 KUBE_ROUTER_EXAMPLE = {
     "cniVersion": "0.3.0", "name": "mynet",
