@@ -1,10 +1,13 @@
 """A real cluster on one machine: nodes and pods are network namespaces.
 
-A private "world" namespace holds the underlay bridge; every node is a
-namespace with its own underlay address and pod CIDR, its CNI configuration
-written by ``kube-router-cni`` and its pods plumbed by our CNI plugins exactly
-as a container runtime would run them. Every namespace, process and file made
-here is removed by ``close()``, also after a failure.
+A private "world" namespace holds the underlay bridge and the API server (on
+the bridge's address, so every node reaches it); every node is a namespace on
+the underlay, registered as a Node object whose pod CIDR the API server
+allocates, with its CNI configuration written by ``kube-router-cni generate
+--master URL --node-name NODE`` run inside the node (the operator's path). The
+kubelet (kubelet.py) turns Pods bound to a node into namespaces plumbed by our
+CNI plugins. Every namespace, process and file made here is removed by
+``close()``, also after a failure.
 """
 from __future__ import annotations
 
@@ -12,18 +15,23 @@ import ipaddress
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from proxyd.sim.cniruntime import Attachment, CniRuntime
-from proxyd.sim.netns import Netns, run, veth_pair
+from proxyd.apiserver import ApiServer, ServerConfig
+from proxyd.sim import daemon
+from proxyd.sim.apiclient import SimApi
+from proxyd.sim.cniruntime import CniRuntime
+from proxyd.sim.kubelet import Kubelet
+from proxyd.sim.netns import Netns, veth_pair
 
 UNDERLAY = ipaddress.ip_network("172.30.0.0/24")
-CLUSTER_CIDR = ipaddress.ip_network("10.244.0.0/16")
+API_ADDRESS = str(UNDERLAY[1])        # the world namespace's address on the underlay
+CLUSTER_CIDR = "10.244.0.0/16"
 NODE_MASK = 24
+# Importing the Kubernetes client takes seconds in the emulated VM (`run --vm`).
+SLOW_COMMAND_TIMEOUT = 300
 
 
 @dataclass
@@ -34,22 +42,7 @@ class Node:
     pod_cidr: str
     conflist_path: str
     runtime: CniRuntime | None = None
-
-
-@dataclass
-class Pod:
-    namespace: str
-    name: str
-    node: Node
-    netns: Netns
-    ports: list[tuple[int, str]]    # (containerPort, protocol)
-    host_ports: list[dict] = field(default_factory=list)
-    attachment: Attachment | None = None
-    ips: list[str] = field(default_factory=list)
-
-    @property
-    def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
+    daemon: object = None            # the kube-router process, once one runs
 
 
 class Cluster:
@@ -59,9 +52,10 @@ class Cluster:
         self.log = log
         self.workdir = tempfile.mkdtemp(prefix="krsim-")
         self.world: Netns | None = None
+        self.apiserver: ApiServer | None = None
+        self.api: SimApi | None = None
         self.nodes: dict[str, Node] = {}
-        self.pods: dict[str, Pod] = {}
-        self._responders: list[subprocess.Popen] = []
+        self.kubelet: Kubelet | None = None
 
     def __enter__(self) -> "Cluster":
         try:
@@ -74,35 +68,76 @@ class Cluster:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    @property
+    def api_url(self) -> str:
+        return self.apiserver.url
+
+    @property
+    def pods(self) -> dict:
+        """Running pods by "ns/name" (the kubelet's sandboxes)."""
+        return self.kubelet.sandboxes if self.kubelet else {}
+
     def start(self) -> None:
         self.world = Netns("world")
         self.world.exec("ip link add underlay type bridge")
         self.world.exec("ip link set underlay up")
-        subnets = CLUSTER_CIDR.subnets(new_prefix=NODE_MASK)
-        next(subnets)  # 10.244.0.0/24 stays unused, as with the controller manager
+        self.world.exec(f"ip addr add {API_ADDRESS}/{UNDERLAY.prefixlen} dev underlay")
+        self.apiserver = ApiServer(ServerConfig(host=API_ADDRESS, cluster_cidrs=(CLUSTER_CIDR,),
+                                                node_cidr_mask_v4=NODE_MASK))
+        # The listening socket is created inside the world namespace and stays there.
+        self.world.call(self.apiserver.start)
+        self.api = SimApi(self.api_url, self.world.path)
+        self.log(f"API server {self.api_url} (in the world namespace, reachable from every node)")
         for i, name in enumerate(self.node_names):
-            self._add_node(name, str(UNDERLAY[10 + i]), str(next(subnets)))
+            self._add_node(name, str(UNDERLAY[10 + i]))
         self._add_static_routes()
+        self.kubelet = Kubelet(self, self.api, self.log)
+        self.kubelet.start()
+        for node in self.nodes.values():
+            node.daemon = daemon.start_daemon(node, self.api_url, self.bin_dir, self.log)
+        if not daemon.DAEMON_ENABLED:
+            self.log("kube-router daemon: not started on the nodes (no controller exists yet)")
 
-    def _add_node(self, name: str, address: str, pod_cidr: str) -> None:
+    def _add_node(self, name: str, address: str) -> None:
         ns = Netns(name)
-        veth_pair(ns, "eth0", self.world, f"u-{len(self.nodes)}")
-        self.world.exec(f"ip link set u-{len(self.nodes)} master underlay")
+        try:
+            self._plumb_node(ns, name, address)
+        except BaseException:  # also SIGINT/SIGTERM: the node is not in self.nodes yet
+            ns.delete()
+            raise
+
+    def _plumb_node(self, ns: Netns, name: str, address: str) -> None:
+        index = len(self.nodes)
+        veth_pair(ns, "eth0", self.world, f"u-{index}")
+        self.world.exec(f"ip link set u-{index} master underlay")
         ns.exec(f"ip addr add {address}/{UNDERLAY.prefixlen} dev eth0")
         ns.sysctl("net.ipv4.ip_forward", 1)
+        self._register_node(name, address)
         nodedir = os.path.join(self.workdir, name)
         conflist = os.path.join(nodedir, "net.d", "10-kuberouter.conflist")
-        self._write_conf(conflist, pod_cidr, os.path.join(nodedir, "ipam"))
+        os.makedirs(os.path.dirname(conflist), exist_ok=True)
+        # Run in the node: it reads the pod CIDR from its Node object, as on a real node.
+        ns.exec([os.path.join(self.bin_dir, "kube-router-cni"), "generate",
+                 "--master", self.api_url, "--node-name", name, "--output", conflist,
+                 "--data-dir", os.path.join(nodedir, "ipam"), "--mtu", "1500"],
+                timeout=SLOW_COMMAND_TIMEOUT)
+        with open(conflist) as f:
+            conf = json.load(f)
+        pod_cidr = self.api.get("Node", "", name)["spec"]["podCIDR"]
         node = Node(name, ns, address, pod_cidr, conflist)
-        node.runtime = CniRuntime.from_file(conflist, [self.bin_dir], node_netns=ns.name)
+        node.runtime = CniRuntime(conf, [self.bin_dir], node_netns=ns.name)
         self.nodes[name] = node
-        self.log(f"node {name}: underlay {address}, pod CIDR {pod_cidr}")
+        self.log(f"node {name}: underlay {address}, pod CIDR {pod_cidr} (allocated by the API "
+                 "server; conflist written by kube-router-cni from the Node object)")
 
-    def _write_conf(self, path: str, pod_cidr: str, data_dir: str) -> None:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        run([os.path.join(self.bin_dir, "kube-router-cni"), "generate",
-             "--pod-cidr", pod_cidr, "--output", path, "--data-dir", data_dir,
-             "--mtu", "1500"])
+    def _register_node(self, name: str, address: str) -> None:
+        self.api.ensure_object({"apiVersion": "v1", "kind": "Node", "metadata": {
+            "name": name, "labels": {"kubernetes.io/hostname": name,
+                                     "kubernetes.io/os": "linux"}}})
+        self.api.patch_status("Node", "", name, {
+            "addresses": [{"type": "InternalIP", "address": address},
+                          {"type": "Hostname", "address": name}],
+            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}]})
 
     def _add_static_routes(self) -> None:
         # Static routes between nodes stand in for BGP pod routing until the
@@ -113,52 +148,21 @@ class Cluster:
                     node.netns.exec(f"ip route replace {other.pod_cidr} via {other.address} "
                                     "proto static")
 
-    def add_pod(self, namespace: str, name: str, node: str,
-                ports: list[tuple[int, str]] = (), host_ports: list[dict] = ()) -> Pod:
-        n = self.nodes[node]
-        pod = Pod(namespace, name, n, Netns(f"{namespace}.{name}"), list(ports), list(host_ports))
-        self.pods[pod.key] = pod
-        pod.attachment = Attachment(
-            container_id=uuid.uuid4().hex, netns=pod.netns.path, ifname="eth0",
-            args={"K8S_POD_NAMESPACE": namespace, "K8S_POD_NAME": name,
-                  "K8S_POD_INFRA_CONTAINER_ID": "", "IgnoreUnknown": "1"},
-            capability_args={"portMappings": pod.host_ports} if pod.host_ports else {})
-        result = n.runtime.add(pod.attachment)
-        pod.ips = [ip["address"].split("/")[0] for ip in result.get("ips", [])]
-        self._start_responder(pod)
-        self.log(f"pod {pod.key} on {node}: {', '.join(pod.ips)}")
-        return pod
-
-    def _start_responder(self, pod: Pod) -> None:
-        if not pod.ports:
-            return
-        argv = [sys.executable, "-m", "proxyd.sim.responder", pod.key]
-        for port, proto in pod.ports:
-            argv += [f"--{proto.lower()}", str(port)]
-        proc = pod.netns.popen(argv, stdin=subprocess.DEVNULL)
-        line = proc.stdout.readline().decode().strip()
-        if line != "ready":
-            raise RuntimeError(f"listener of {pod.key} did not start: "
-                               f"{proc.stderr.read().decode(errors='replace')[-500:]}")
-
-    def delete_pod(self, key: str) -> None:
-        pod = self.pods.pop(key)
-        try:
-            if pod.attachment and pod.attachment.result is not None:
-                pod.node.runtime.delete(pod.attachment)
-        finally:
-            pod.netns.delete()
-
     def close(self) -> None:
         errors = []
-        for key in list(self.pods):
-            try:
-                self.delete_pod(key)
-            except Exception as exc:  # keep tearing down; report at the end
-                errors.append(f"{key}: {exc}")
+        if self.kubelet is not None:
+            self.kubelet.stop()
+            errors += self.kubelet.teardown_all()
+            self.kubelet = None
         for node in self.nodes.values():
             node.netns.delete()
         self.nodes.clear()
+        if self.api is not None:
+            self.api.close()
+            self.api = None
+        if self.apiserver is not None:
+            self.apiserver.stop()
+            self.apiserver = None
         if self.world:
             self.world.delete()
             self.world = None
@@ -167,15 +171,20 @@ class Cluster:
             raise RuntimeError("teardown problems: " + "; ".join(errors))
 
     def leftovers(self) -> dict:
-        """What the plugins left on each node: lease files and veths (should be empty)."""
+        """Per node, lease files and pod veths beyond the running pods' (should be none)."""
         out = {}
         for node in self.nodes.values():
             ipam_dir = os.path.join(self.workdir, node.name, "ipam")
             leases = []
-            for root, _, files in os.walk(ipam_dir):
+            for _root, _, files in os.walk(ipam_dir):
                 leases += [f for f in files
                            if f != "lock" and not f.startswith("last_reserved_ip")]
             links = json.loads(node.netns.exec("ip -j link show type veth").stdout or "[]")
-            out[node.name] = {"leases": sorted(leases),
-                              "veths": sorted(l["ifname"] for l in links if l["ifname"] != "eth0")}
+            running = [b for b in self.pods.values() if b.node is node]
+            held = {ip for b in running for ip in b.ips}
+            out[node.name] = {
+                "leases": sorted(leases), "veths": sorted(
+                    link["ifname"] for link in links if link["ifname"] != "eth0"),
+                "pods": len(running),
+                "stale_leases": sorted(f for f in leases if f not in held)}
         return out

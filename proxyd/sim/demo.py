@@ -1,73 +1,32 @@
-"""``kube-router-sim demo``: a two-node cluster built live, probed, and torn down."""
+"""``kube-router-sim demo``: a two-node cluster built live through the API server, probed,
+and torn down.
+
+The demo is the built-in scenario ``scenarios/demo.yaml`` played by the same
+harness as ``kube-router-sim run``: manifests go to the API server, the
+kubelet runs our CNI plugins for each pod, and every step is probed.
+"""
 from __future__ import annotations
 
+import pathlib
 import sys
 
-from proxyd.sim.cluster import Cluster
-from proxyd.sim.probe import Probe, run_probes
-from proxyd.sim.report import render_matrix
+from proxyd.sim.harness import SettleError, play
+from proxyd.sim.scenario import load_scenario
 
-PODS = [  # (namespace, name, node, container ports, hostPorts)
-    ("x", "a", "node-a", [(80, "TCP"), (53, "UDP")], [{"hostPort": 8080, "containerPort": 80,
-                                                      "protocol": "tcp"}]),
-    ("x", "b", "node-a", [(80, "TCP"), (53, "UDP")], []),
-    ("y", "c", "node-b", [(80, "TCP"), (53, "UDP")], []),
-]
-
-
-def _pod_matrix(cluster: Cluster) -> list[Probe]:
-    probes = []
-    for src in cluster.pods.values():
-        for dst in cluster.pods.values():
-            for port, proto in dst.ports:
-                probes.append(Probe(src.key, src.netns.path, dst.key, dst.ips[0], port, proto,
-                                    expect="allow"))
-    for node in cluster.nodes.values():
-        for dst in cluster.pods.values():
-            probes.append(Probe(f"node/{node.name}", node.netns.path, dst.key, dst.ips[0], 80,
-                                expect="allow"))
-    return probes
-
-
-def _host_port_probes(cluster: Cluster) -> list[Probe]:
-    a, b = cluster.nodes["node-a"], cluster.nodes["node-b"]
-    owner = cluster.pods["x/a"]
-    return [
-        Probe("node/node-b", b.netns.path, "hostPort node-a", a.address, 8080, expect="allow"),
-        Probe("node/node-a", a.netns.path, "hostPort node-a", a.address, 8080, expect="allow"),
-        Probe("node/node-a", a.netns.path, "hostPort 127.0.0.1", "127.0.0.1", 8080,
-              expect="allow"),
-        Probe("x/a (itself)", owner.netns.path, "hostPort node-a", a.address, 8080,
-              expect="allow"),
-        Probe("y/c", cluster.pods["y/c"].netns.path, "hostPort node-a", a.address, 8080,
-              expect="allow"),
-    ]
+DEMO = pathlib.Path(__file__).resolve().parent / "scenarios" / "demo.yaml"
 
 
 def demo(out=print) -> int:
-    color = sys.stdout.isatty()
-    out("== Building a two-node cluster in network namespaces")
-    with Cluster(["node-a", "node-b"], log=lambda m: out("   " + m)) as cluster:
-        out("   (pod routes between the nodes are static until BGP routing runs)")
-        out("== Creating pods with the CNI plugins (bridge + host-local + portmap)")
-        for ns, name, node, ports, host_ports in PODS:
-            cluster.add_pod(ns, name, node, ports, host_ports)
-        out("== Pod-to-pod and node-to-pod connectivity (every declared port)")
-        probes = run_probes(_pod_matrix(cluster))
-        out(render_matrix(probes, color))
-        out("== hostPort 8080 -> x/a:80 (from another node, the node itself, 127.0.0.1, "
-            "the pod itself through hairpin, a pod on another node)")
-        hp = run_probes(_host_port_probes(cluster))
-        out(render_matrix(hp, color))
-        for p in hp:
-            out(f"   {p.source:14} -> {p.address}:{p.port}  answered by {p.answered_by[0]}")
-        out("== Deleting pod x/b (CNI DEL) and checking nothing of it is left")
-        cluster.delete_pod("x/b")
-        left = cluster.leftovers()
-        for node, what in left.items():
-            out(f"   {node}: {len(what['leases'])} leases ({', '.join(what['leases'])}), "
-                f"{len(what['veths'])} pod veths")
-        ok = all(p.ok for p in probes + hp) and len(left["node-a"]["leases"]) == 1
-        out("== Tearing down (CNI DEL for every pod, namespaces removed)")
-    out("== Demo " + ("passed: every probe as expected" if ok else "FAILED"))
+    scenario = load_scenario(DEMO.read_text(), "demo")
+    out("kube-router-sim demo: nodes and pods are network namespaces on this machine;")
+    out("manifests go to an in-memory API server, a kubelet loop creates each pod with our")
+    out("CNI plugins (bridge + host-local + portmap), and every step is probed live.")
+    out("(pod routes between the nodes are static until the daemon's BGP routing runs)")
+    try:
+        ok, _, _ = play(scenario, out, color=sys.stdout.isatty())
+    except SettleError as exc:
+        out(f"== Demo FAILED: {exc}")
+        return 1
+    out("== Demo " + ("passed: every probe as expected, nothing left behind" if ok
+                      else "FAILED"))
     return 0 if ok else 1

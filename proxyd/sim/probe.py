@@ -25,20 +25,33 @@ class Probe:
     count: int = 1
     results: list = field(default_factory=list)     # "allow"/"deny" per try
     answered_by: list = field(default_factory=list)  # the responder's name per try
+    skip_reason: str | None = None                   # set: not sent, e.g. no SCTP here
 
     @property
     def result(self) -> str:
+        if self.skip_reason:
+            return "skip"
         return "allow" if self.results and all(r == "allow" for r in self.results) else "deny"
 
     @property
     def ok(self) -> bool:
-        return self.expect is None or self.expect == self.result
+        return self.skip_reason is not None or self.expect is None or self.expect == self.result
+
+
+def sctp_available() -> bool:
+    """Whether this kernel speaks SCTP (it is often a module, sometimes compiled out)."""
+    try:
+        socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_SCTP).close()
+    except OSError:
+        return False
+    return True
 
 
 def _once(address: str, port: int, protocol: str, timeout: float) -> str | None:
     family = socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
-    kind = socket.SOCK_STREAM if protocol == "TCP" else socket.SOCK_DGRAM
-    with socket.socket(family, kind) as s:
+    kind = socket.SOCK_DGRAM if protocol == "UDP" else socket.SOCK_STREAM
+    proto = socket.IPPROTO_SCTP if protocol == "SCTP" else 0
+    with socket.socket(family, kind, proto) as s:
         s.settimeout(timeout)
         try:
             s.connect((address, port))
@@ -52,6 +65,8 @@ def _once(address: str, port: int, protocol: str, timeout: float) -> str | None:
 
 
 def _run_probe(probe: Probe, timeout: float) -> Probe:
+    if probe.skip_reason:
+        return probe
     _setns(probe.source_netns)
     for _ in range(probe.count):
         who = _once(probe.address, probe.port, probe.protocol, timeout)

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from proxyd.sim.probe import Probe
 
-ALLOW, DENY = "✓", "✗"
+ALLOW, DENY, SKIP = "✓", "✗", "-"
+_MARK = {"allow": ALLOW, "deny": DENY, "skip": SKIP}
 
 
 def _column(p: Probe) -> str:
@@ -25,14 +26,16 @@ def render_matrix(probes: list[Probe], color: bool = False) -> str:
             if p is None:
                 parts.append("·".ljust(w))
                 continue
-            text = (ALLOW if p.result == "allow" else DENY) + ("" if p.ok else "!")
+            text = _MARK[p.result] + ("" if p.ok else "!")
             text = text.ljust(w)
             if color and not p.ok:
                 text = f"\033[1;31m{text}\033[0m"
             parts.append(text)
         lines.append(r.ljust(width) + "  " + "  ".join(parts))
     bad = [p for p in probes if not p.ok]
-    lines.append(f"{len(probes)} probes, {len(bad)} not as expected")
+    skipped = [p for p in probes if p.skip_reason]
+    lines.append(f"{len(probes)} probes, {len(bad)} not as expected"
+                 + (f", {len(skipped)} skipped ({skipped[0].skip_reason})" if skipped else ""))
     for p in bad:
         lines.append(f"  ! {p.source} -> {_column(p)} ({p.address}): expected {p.expect}, "
                      f"got {p.result}")
@@ -43,3 +46,15 @@ def probe_json(p: Probe) -> dict:
     return {"from": p.source, "to": p.target, "address": p.address, "port": p.port,
             "protocol": p.protocol, "expect": p.expect, "result": p.result,
             "answered_by": p.answered_by[0] if p.count == 1 else p.answered_by}
+
+
+def step_json(probes: list[Probe], leftovers: dict | None = None,
+              leftovers_ok: bool = True) -> dict:
+    """One step of the ``--json`` report."""
+    return {"ok": leftovers_ok and all(p.ok for p in probes),
+            "probes": [probe_json(p) for p in probes],
+            "leftovers": leftovers or {}, "leftovers_ok": leftovers_ok}
+
+
+def report_json(steps: list[dict]) -> dict:
+    return {"ok": all(s["ok"] for s in steps), "steps": steps}
