@@ -50,6 +50,17 @@ def _mac_field(key: str, value) -> str:
     return netlink.mac_str(raw)
 
 
+def is_ifname(name) -> bool:
+    """A link name the kernel takes (dev_valid_name): 1..15 bytes, no '/', ':', space, NUL
+    (the C string would end at a NUL, naming another link); a lone surrogate cannot encode."""
+    if not isinstance(name, str) or name in (".", "..") or not name.isprintable():
+        return False
+    try:
+        return 0 < len(name.encode()) < 16 and not any(c in "/:" or c.isspace() for c in name)
+    except UnicodeEncodeError:
+        return False
+
+
 def _pod_mac(conf: dict, cni_args: dict) -> str | None:
     # Lowest to highest priority, as the reference: CNI_ARGS MAC, args.cni.mac, runtimeConfig.mac.
     mac = None
@@ -95,7 +106,7 @@ def parse_config(data: bytes | dict, cni_args: dict | None = None) -> BridgeConf
         # The reference puts the gateway on a VLAN sub-interface of the bridge; we do not.
         raise CniError(skel.UNSUPPORTED_FIELD, "'vlan' together with 'isGateway' is not supported")
     bridge = data.get("bridge") or DEFAULT_BRIDGE
-    if not isinstance(bridge, str) or len(bridge) > 15 or any(c in bridge for c in "/: \t\n"):
+    if not is_ifname(bridge):
         raise _invalid("bridge", bridge)
     for key in ("ipam", "dns"):
         if data.get(key) is not None and not isinstance(data[key], dict):
@@ -249,7 +260,7 @@ def _undo(fn, *args) -> None:
         fn(*args)
 
 
-def _open_pod_netns(path: str) -> int:
+def open_pod_netns(path: str) -> int:
     try:
         return netns.open_netns(path)
     except netns.NotANetns as exc:
@@ -260,7 +271,7 @@ def cmd_add(req) -> dict:
     conf = parse_config(req.conf, req.args)
     if conf.ipam is None:
         raise CniError(skel.INVALID_CONFIG, "missing 'ipam': the bridge plugin needs an IPAM plugin")
-    pod_fd = _open_pod_netns(req.netns)
+    pod_fd = open_pod_netns(req.netns)
     try:
         with netlink.Netlink() as host, contextlib.ExitStack() as undo:
             with netns.entered(pod_fd):
@@ -315,16 +326,29 @@ def _add(req, conf: BridgeConf, host, pod, pod_fd: int, undo: contextlib.ExitSta
     return result
 
 
+@contextlib.contextmanager
+def _iptables_errors(what: str):
+    from cni import iptables
+    try:
+        yield
+    except iptables.IptablesError as exc:
+        raise CniError(skel.INTERNAL, f"{what}: {str(exc).splitlines()[0]}", str(exc)) from None
+    except OSError as exc:             # the lock file under /run
+        raise CniError(skel.IO_FAILURE, f"{what}: {exc}") from None
+
+
 def _masq_setup(req, conf: BridgeConf, result: dict, undo: contextlib.ExitStack) -> None:
     from cni import ipmasq
     undo.callback(_undo, ipmasq.cleanup, conf.name, req.container_id)
-    ipmasq.ensure(conf.name, req.container_id, [ipc["address"] for ipc in result["ips"]])
+    with _iptables_errors("ipMasq"):
+        ipmasq.ensure(conf.name, req.container_id, [ipc["address"] for ipc in result["ips"]])
 
 
 def _masq_teardown(req, conf: BridgeConf) -> None:
     if conf.ip_masq:
         from cni import ipmasq
-        ipmasq.cleanup(conf.name, req.container_id)
+        with _iptables_errors("ipMasq"):
+            ipmasq.cleanup(conf.name, req.container_id)
 
 
 # ---- DEL --------------------------------------------------------------------
@@ -366,74 +390,92 @@ def _delete_link(pod: netlink.Netlink, link: netlink.Link) -> None:
 
 
 def cmd_check(req) -> None:
+    from cni import bridge_check
+    bridge_check.check(req, parse_config(req.conf, req.args))
+
+
+# ---- GC and STATUS (CNI 1.1) ------------------------------------------------
+
+
+def valid_container_ids(conf: dict) -> set[str]:
+    """GC's ``cni.dev/valid-attachments`` -> container IDs; code 7 unless well formed."""
+    key = "cni.dev/valid-attachments"
+    value = conf.get(key)
+    if not isinstance(value, list) or not all(
+            isinstance(a, dict) and isinstance(a.get("containerID"), str)
+            and isinstance(a.get("ifname"), str) for a in value):
+        raise CniError(skel.INVALID_CONFIG, f"{key}: must be a list of {{containerID, ifname}}",
+                       repr(value)[:200])
+    return {a["containerID"].strip() for a in value}
+
+
+def masq_owner(chain: str, rules: list[str], network: str) -> str | None:
+    """The container whose ipMasq chain on ``network`` ``chain`` is: a rule has ipMasq's
+    comment for this network AND the chain's name is the hash of network and ID."""
+    from cni import iptables, names
+    head = f'name: "{network}" id: "'
+    for rule in rules:
+        args = iptables.split_rule(rule) if '"' in rule else rule.split()
+        for i in range(len(args) - 1):
+            text = args[i + 1] if args[i] == "--comment" else ""
+            cid = text[len(head):-1] if text.startswith(head) and text.endswith('"') else ""
+            if cid and names.ipmasq_chain(network, cid)[0] == chain:
+                return cid
+    return None
+
+
+def build_stale_masq_restore(saved, network: str, valid_ids: set[str]) -> str:
+    """nat restore text deleting the ipMasq chains (and jumps to them) of gone containers."""
+    from cni.names import IPMASQ_CHAIN_PREFIX
+    lines = []
+    for chain in sorted(c for c in saved.chains if c.startswith(IPMASQ_CHAIN_PREFIX)):
+        owner = masq_owner(chain, saved.rules(chain), network)
+        if owner is not None and owner not in valid_ids:
+            lines += [f"-D {src} {rule}" for src, rule in saved.jumps_to(chain)]
+            lines += [f"-F {chain}", f"-X {chain}"]
+    return "\n".join(["*nat", *lines, "COMMIT", ""]) if lines else ""
+
+
+def cleanup_stale_masq(network: str, valid_ids: set[str], required: bool, run=None) -> None:
+    from cni import iptables
+    for family in (4, 6):
+        tables = iptables.Iptables(family, run or iptables.run_command)
+        try:
+            iptables.transact(tables, "nat",
+                              lambda saved: build_stale_masq_restore(saved, network, valid_ids),
+                              iptables.FileLock(), lambda msg: print(msg, file=sys.stderr))
+        except iptables.IptablesError as exc:
+            # A failed save: no ip6tables nat table is common, and without ipMasq
+            # configured a node without iptables holds no chain of ours either.
+            if isinstance(exc, iptables.RestoreError) or family == 4 and required:
+                raise
+
+
+def cmd_gc(req) -> None:
     conf = parse_config(req.conf, req.args)
-    prev = req.prev_result
-    if not prev:
-        raise CniError(skel.INVALID_CONFIG, "required prevResult missing")
+    valid_ids = valid_container_ids(req.conf)
     if conf.ipam is not None:
         from cni import ipam
-        ipam.exec_check(req, conf.ipam)
-    ifaces = prev.get("interfaces", [])
-    cont = next((i for i in ifaces if i.get("sandbox") and i["name"] == req.ifname), None)
-    br_if = next((i for i in ifaces if i["name"] == conf.bridge and not i.get("sandbox")), None)
-    veth_if = next((i for i in ifaces if not i.get("sandbox") and i is not br_if), None)
-    if cont is None or br_if is None or veth_if is None:
-        raise CniError(skel.INTERNAL, "prevResult lacks the bridge, host veth or container interface")
-    pod_fd = _open_pod_netns(req.netns)
+        ipam.exec_gc(req, conf.ipam)
+    with _iptables_errors("ipMasq garbage collection"):
+        cleanup_stale_masq(conf.name, valid_ids, required=conf.ip_masq)
+
+
+def cmd_status(req) -> None:
+    """Ready for ADDs: the bridge name is free or a bridge, and IPAM is ready."""
+    conf = parse_config(req.conf, req.args)
+    if conf.ipam is None:
+        raise CniError(skel.INVALID_CONFIG, "missing 'ipam': the bridge needs an IPAM plugin")
     try:
         with netlink.Netlink() as host:
-            _, veth = _check_host(host, conf, br_if, veth_if)
-            with netns.entered(pod_fd):
-                pod = netlink.Netlink()
-            with pod:
-                _check_pod(pod, req.ifname, cont, veth, prev)
+            link = host.link_get(conf.bridge)
     except OSError as exc:
-        raise CniError(skel.INTERNAL, str(exc)) from None
-    finally:
-        os.close(pod_fd)
-
-
-def _fail(msg: str) -> CniError:
-    return CniError(skel.INTERNAL, msg)
-
-
-def _check_host(host, conf: BridgeConf, br_if: dict, veth_if: dict):
-    br = host.link_get(br_if["name"])
-    if br is None or br.kind != "bridge":
-        raise _fail(f"bridge {br_if['name']!r} not found")
-    if br_if.get("mac") and br_if["mac"] != br.mac:
-        raise _fail(f"bridge {br.name} has MAC {br.mac}, prevResult says {br_if['mac']}")
-    veth = host.link_get(veth_if["name"])
-    if veth is None or veth.kind != "veth":
-        raise _fail(f"host veth {veth_if['name']!r} not found")
-    if veth.master != br.index:
-        raise _fail(f"host veth {veth.name} is not attached to bridge {br.name}")
-    hairpin = host.brport_hairpin(veth.index)
-    if bool(hairpin) != conf.hairpin_mode:
-        raise _fail(f"hairpin mode on {veth.name} is {'on' if hairpin else 'off'}, "
-                    f"configured {'on' if conf.hairpin_mode else 'off'}")
-    return br, veth
-
-
-def _check_pod(pod, ifname: str, cont_if: dict, veth: netlink.Link, prev: dict) -> None:
-    link = pod.link_get(ifname)
-    if link is None or link.kind != "veth":
-        raise _fail(f"container interface {ifname!r} not found")
-    if cont_if.get("mac") and cont_if["mac"] != link.mac:
-        raise _fail(f"container interface {ifname} has MAC {link.mac}, prevResult says {cont_if['mac']}")
-    if link.peer_index != veth.index:
-        raise _fail(f"container interface {ifname} is not the peer of {veth.name}")
-    have = {a.interface for a in pod.addr_list(link.index)}
-    for ipc in prev.get("ips", []):
-        want = ipaddress.ip_interface(ipc["address"])
-        if want not in have:
-            raise _fail(f"address {want} not found on {ifname}")
-    routes = {(r.dst, r.gateway) for r in pod.route_list() if r.oif == link.index}
-    for route in prev.get("routes", []):
-        dst = ipaddress.ip_network(route["dst"], strict=False)
-        gw = ipaddress.ip_address(route["gw"]) if route.get("gw") else None
-        if not any(d == dst and (gw is None or g == gw) for d, g in routes):
-            raise _fail(f"route {dst}{f' via {gw}' if gw else ''} not found in the container")
+        raise CniError(skel.NOT_AVAILABLE, f"cannot read links: {exc}") from None
+    if link is not None and link.kind != "bridge":
+        raise CniError(skel.NOT_AVAILABLE, f"{conf.bridge!r} exists but is not a bridge",
+                       f"it is a {link.kind or 'device without a kind'}")
+    from cni import ipam
+    ipam.exec_status(req, conf.ipam)
 
 
 def main() -> int:
