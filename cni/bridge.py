@@ -397,18 +397,6 @@ def cmd_check(req) -> None:
 # ---- GC and STATUS (CNI 1.1) ------------------------------------------------
 
 
-def valid_container_ids(conf: dict) -> set[str]:
-    """GC's ``cni.dev/valid-attachments`` -> container IDs; code 7 unless well formed."""
-    key = "cni.dev/valid-attachments"
-    value = conf.get(key)
-    if not isinstance(value, list) or not all(
-            isinstance(a, dict) and isinstance(a.get("containerID"), str)
-            and isinstance(a.get("ifname"), str) for a in value):
-        raise CniError(skel.INVALID_CONFIG, f"{key}: must be a list of {{containerID, ifname}}",
-                       repr(value)[:200])
-    return {a["containerID"].strip() for a in value}
-
-
 def masq_owner(chain: str, rules: list[str], network: str) -> str | None:
     """The container whose ipMasq chain on ``network`` ``chain`` is: a rule has ipMasq's
     comment for this network AND the chain's name is the hash of network and ID."""
@@ -453,7 +441,7 @@ def cleanup_stale_masq(network: str, valid_ids: set[str], required: bool, run=No
 
 def cmd_gc(req) -> None:
     conf = parse_config(req.conf, req.args)
-    valid_ids = valid_container_ids(req.conf)
+    valid_ids = {cid for cid, _ in skel.valid_attachments(req.conf)}
     if conf.ipam is not None:
         from cni import ipam
         ipam.exec_gc(req, conf.ipam)

@@ -54,6 +54,9 @@ def parse_mapping(raw) -> PortMapping:
         raise _invalid("portMappings.hostIP", host_ip)
     if host_ip:
         try:
+            # A zone (fe80::1%eth0) parses but iptables cannot match on it.
+            if "%" in host_ip:
+                raise ValueError(host_ip)
             host_ip = str(ipaddress.ip_address(host_ip))
         except ValueError:
             raise _invalid("portMappings.hostIP", host_ip) from None
@@ -66,6 +69,10 @@ def _conditions(conf: dict, key: str) -> tuple[str, ...]:
     if value is None:
         return ()
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _invalid(key, value)
+    # Each entry becomes one argument of a line in the restore file: a control
+    # character (a newline above all) would end that line and start another rule.
+    if any(not v.isprintable() for v in value):
         raise _invalid(key, value)
     return tuple(value)
 
@@ -230,9 +237,8 @@ def check(host: Host, conf: Conf, container_id: str, ifname: str, prev_result: d
                        "; ".join(problems))
 
 
-def cleanup_stale_chains(host: Host, network: str, attachments: list) -> None:
-    valid = {names.portmap_dnat_chain(str(a.get("containerID", "")), str(a.get("ifname", "")))
-             for a in attachments if isinstance(a, dict)}
+def cleanup_stale_chains(host: Host, network: str, attachments: set[tuple[str, str]]) -> None:
+    valid = {names.portmap_dnat_chain(cid, ifname) for cid, ifname in attachments}
     for family in (4, 6):
         try:
             stale = rules.build_stale_chains(host.iptables(family).save(rules.TABLE), network, valid)
@@ -286,10 +292,8 @@ def cmd_check(req, host: Host | None = None) -> None:
 def cmd_gc(req, host: Host | None = None) -> None:
     """CNI 1.1 GC: remove the chains of attachments the runtime no longer knows."""
     parse_config(req.conf)
-    attachments = req.conf.get("cni.dev/valid-attachments")
-    if not isinstance(attachments, list):
-        raise _invalid("cni.dev/valid-attachments", attachments)
-    _host_errors(cleanup_stale_chains, host or Host(), req.conf.get("name", ""), attachments)
+    valid = skel.valid_attachments(req.conf)
+    _host_errors(cleanup_stale_chains, host or Host(), req.conf.get("name", ""), valid)
 
 
 def main() -> int:

@@ -235,6 +235,29 @@ def execute(plugin, environ, stdin: bytes) -> dict | None:
     return dispatch(plugin, build_request(environ, stdin))
 
 
+VALID_ATTACHMENTS = "cni.dev/valid-attachments"
+
+
+def valid_attachments(conf: dict) -> set[tuple[str, str]]:
+    """GC's (containerID, ifname) pairs that are still in use.
+
+    Missing or malformed is code 7, never "nothing is valid": GC releases
+    everything outside this set, so a runtime bug must not empty a node.
+    """
+    value = conf.get(VALID_ATTACHMENTS)
+    if not isinstance(value, list):
+        raise CniError(INVALID_CONFIG, f"{VALID_ATTACHMENTS}: must be a list of "
+                       "{containerID, ifname}", json.dumps(value)[:200])
+    out = set()
+    for i, att in enumerate(value):
+        if not (isinstance(att, dict) and isinstance(att.get("containerID"), str)
+                and isinstance(att.get("ifname"), str)):
+            raise CniError(INVALID_CONFIG, f"{VALID_ATTACHMENTS}[{i}]: needs string "
+                           "containerID and ifname", json.dumps(att)[:200])
+        out.add((att["containerID"].strip(), att["ifname"]))
+    return out
+
+
 def error_json(err: CniError, version: str) -> dict:
     return {"cniVersion": version, "code": err.code, "msg": err.msg, "details": err.details}
 

@@ -40,20 +40,29 @@ def _ipam_section(conf: dict) -> dict:
     return ipam
 
 
+def _path(key: str, value) -> str:
+    """A file system path from the config: a string the kernel can take (UTF-8, no NUL)."""
+    if not isinstance(value, str):
+        raise _invalid(key, value, "is not a string")
+    try:
+        encoded = value.encode()
+    except UnicodeEncodeError:
+        raise _invalid(key, value, "is not valid UTF-8") from None
+    if b"\0" in encoded:
+        raise _invalid(key, value, "contains a NUL character")
+    return value
+
+
 def parse_store_location(conf: dict) -> tuple[str, str]:
     """(dataDir, network name): all DEL and GC need, so they work on any range config."""
-    data_dir = _ipam_section(conf).get("dataDir") or DEFAULT_DATA_DIR
-    if not isinstance(data_dir, str):
-        raise _invalid("ipam.dataDir", data_dir, "is not a string")
+    data_dir = _path("ipam.dataDir", _ipam_section(conf).get("dataDir") or DEFAULT_DATA_DIR)
     return data_dir, conf["name"]
 
 
 def parse_ipam_conf(conf: dict, cni_args: dict[str, str]) -> IpamConf:
     ipam = _ipam_section(conf)
     data_dir, name = parse_store_location(conf)
-    resolv_conf = ipam.get("resolvConf") or ""
-    if not isinstance(resolv_conf, str):
-        raise _invalid("ipam.resolvConf", resolv_conf, "is not a string")
+    resolv_conf = _path("ipam.resolvConf", ipam.get("resolvConf") or "")
     range_sets = build_range_sets(conf, ipam)
     return IpamConf(name, data_dir, resolv_conf, range_sets,
                     build_routes(ipam.get("routes")), build_requested(conf, cni_args))

@@ -163,25 +163,8 @@ def cmd_check(req: skel.Request) -> None:
                                 f" container {req.container_id} interface {req.ifname}")
 
 
-def _valid_attachments(conf: dict) -> set[tuple[str, str]]:
-    key = "cni.dev/valid-attachments"
-    value = conf.get(key)
-    if value is None:
-        return set()
-    if not isinstance(value, list):
-        raise skel.CniError(skel.INVALID_CONFIG, f"{key}: is not a list")
-    out = set()
-    for i, att in enumerate(value):
-        if not (isinstance(att, dict) and isinstance(att.get("containerID"), str)
-                and isinstance(att.get("ifname"), str)):
-            raise skel.CniError(skel.INVALID_CONFIG, f"{key}[{i}]: needs string containerID"
-                                " and ifname")
-        out.add((att["containerID"].strip(), att["ifname"]))
-    return out
-
-
 def cmd_gc(req: skel.Request) -> None:
-    valid = _valid_attachments(req.conf)
+    valid = skel.valid_attachments(req.conf)
     data_dir, name = config.parse_store_location(req.conf)
     with LeaseStore(data_dir, name) as store:
         leases = store.read_leases()

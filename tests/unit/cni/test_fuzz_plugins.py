@@ -256,8 +256,9 @@ def test_mangled_configuration_is_validated_never_a_crash(isolated, sandbox, plu
 
 
 def portmap_restore_refused(plugin: str, command: str, err: dict) -> bool:
-    """A known gap, pinned by the strict xfails below: portmap hands conditionsV4/V6 and
-    hostIP to iptables-restore unchecked, and the refusal comes back as 999."""
+    """conditionsV4/V6 and externalSetMarkChain are iptables arguments by design: portmap
+    rejects what can never be valid (control characters), and leaves the rest to
+    iptables, whose refusal comes back as 999 with its message and the failing line."""
     return (plugin == "kube-router-portmap" and command == "ADD"
             and err["msg"].startswith(("iptables-restore failed", "ip6tables-restore failed")))
 
@@ -291,34 +292,24 @@ def edited(plugin: str, data_dir: str, **changes) -> bytes:
     return json.dumps(conf).encode()
 
 
-HOST_LOCAL_PATHS = "host_local/config.py: dataDir and resolvConf are used as paths unchecked"
-PORTMAP_HOSTIP = "portmap.parse_mapping takes an IPv6 hostIP with a zone (%eth0) iptables rejects"
-PORTMAP_CONDITIONS = ("portmap._conditions passes strings with control characters (a newline "
-                      "splits the restore file's line) on to iptables-restore")
-
-
 @pytest.mark.parametrize("plugin, command, changes", [
-    # A NUL ends the C string: the kernel would act on link "br"; a lone surrogate
-    # cannot be encoded; eight two-byte characters are 16 bytes, over IFNAMSIZ.
+    # A NUL ends the C string: the kernel would act on link "br" (or path "/tmp/a");
+    # a lone surrogate cannot be encoded; eight two-byte characters are 16 bytes,
+    # over IFNAMSIZ.
     ("kube-router-bridge", "STATUS", {"bridge": "br\0x"}),
     ("kube-router-bridge", "ADD", {"bridge": "br\0x"}),
     ("kube-router-bridge", "STATUS", {"bridge": "\ud800"}),
     ("kube-router-bridge", "STATUS", {"bridge": "\u00fc" * 8}),
     ("kube-router-bridge", "GC", {"cni.dev/valid-attachments": [["fuzzctr", "eth0"]]}),
     ("kube-router-bridge", "GC", {"cni.dev/valid-attachments": None}),
-    pytest.param("kube-router-host-local", "ADD", {"ipam__dataDir": "/tmp/\ud800"},
-                 marks=pytest.mark.xfail(strict=True, reason=HOST_LOCAL_PATHS)),
-    pytest.param("kube-router-host-local", "ADD", {"ipam__dataDir": "/tmp/a\0b"},
-                 marks=pytest.mark.xfail(strict=True, reason=HOST_LOCAL_PATHS)),
-    pytest.param("kube-router-host-local", "ADD", {"ipam__resolvConf": "/etc/\0resolv.conf"},
-                 marks=pytest.mark.xfail(strict=True, reason=HOST_LOCAL_PATHS)),
-    pytest.param("kube-router-portmap", "ADD",
-                 {"runtimeConfig__portMappings__0__hostIP": "fe80::1%eth0",
-                  "prevResult__ips": [{"address": "fd00:77::2/64"}]},
-                 marks=pytest.mark.xfail(strict=True, reason=PORTMAP_HOSTIP)),
-    pytest.param("kube-router-portmap", "ADD",
-                 {"conditionsV4": ["-s", "10.0.0.1\n-A POSTROUTING -j ACCEPT"]},
-                 marks=pytest.mark.xfail(strict=True, reason=PORTMAP_CONDITIONS)),
+    ("kube-router-host-local", "ADD", {"ipam__dataDir": "/tmp/\ud800"}),
+    ("kube-router-host-local", "ADD", {"ipam__dataDir": "/tmp/a\0b"}),
+    ("kube-router-host-local", "ADD", {"ipam__resolvConf": "/etc/\0resolv.conf"}),
+    # A zoned hostIP parses but iptables cannot match it; a newline in a condition
+    # would end its restore line and start a rule of the caller's choosing.
+    ("kube-router-portmap", "ADD", {"runtimeConfig__portMappings__0__hostIP": "fe80::1%eth0",
+                                    "prevResult__ips": [{"address": "fd00:77::2/64"}]}),
+    ("kube-router-portmap", "ADD", {"conditionsV4": ["-s", "10.0.0.1\n-A POSTROUTING -j ACCEPT"]}),
 ])
 def test_found_inputs_are_rejected_as_configuration(isolated, sandbox, plugin, command, changes):
     # json.dumps writes NUL and lone surrogates as \u escapes, as a runtime's JSON would.

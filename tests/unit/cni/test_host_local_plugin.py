@@ -118,6 +118,14 @@ def test_gc_releases_only_invalid_attachments(ours, tmp_path):
     assert {k: v for k, v in state.items() if k[0].isdigit()} == {"10.0.0.2": b"keep\r\neth0"}
 
 
+def test_gc_without_valid_attachments_is_code_7_and_releases_nothing(ours, tmp_path):
+    conf = host_local_conf(tmp_path, "1.1.0", subnet="10.0.0.0/24")
+    assert add(ours, conf, "keep").rc == 0
+    gc = run_plugin(ours, "GC", conf, container_id=None, ifname=None, netns=None)
+    assert gc.json["code"] == skel.INVALID_CONFIG and "valid-attachments" in gc.json["msg"]
+    assert "10.0.0.2" in disk_state(tmp_path)
+
+
 def test_status_reports_exhaustion_as_code_50(ours, tmp_path):
     conf = host_local_conf(tmp_path, "1.1.0", subnet="10.0.0.0/30")
     kw = dict(container_id=None, ifname=None, netns=None)
