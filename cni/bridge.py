@@ -397,48 +397,6 @@ def cmd_check(req) -> None:
 # ---- GC and STATUS (CNI 1.1) ------------------------------------------------
 
 
-def masq_owner(chain: str, rules: list[str], network: str) -> str | None:
-    """The container whose ipMasq chain on ``network`` ``chain`` is: a rule has ipMasq's
-    comment for this network AND the chain's name is the hash of network and ID."""
-    from cni import iptables, names
-    head = f'name: "{network}" id: "'
-    for rule in rules:
-        args = iptables.split_rule(rule) if '"' in rule else rule.split()
-        for i in range(len(args) - 1):
-            text = args[i + 1] if args[i] == "--comment" else ""
-            cid = text[len(head):-1] if text.startswith(head) and text.endswith('"') else ""
-            if cid and names.ipmasq_chain(network, cid)[0] == chain:
-                return cid
-    return None
-
-
-def build_stale_masq_restore(saved, network: str, valid_ids: set[str]) -> str:
-    """nat restore text deleting the ipMasq chains (and jumps to them) of gone containers."""
-    from cni.names import IPMASQ_CHAIN_PREFIX
-    lines = []
-    for chain in sorted(c for c in saved.chains if c.startswith(IPMASQ_CHAIN_PREFIX)):
-        owner = masq_owner(chain, saved.rules(chain), network)
-        if owner is not None and owner not in valid_ids:
-            lines += [f"-D {src} {rule}" for src, rule in saved.jumps_to(chain)]
-            lines += [f"-F {chain}", f"-X {chain}"]
-    return "\n".join(["*nat", *lines, "COMMIT", ""]) if lines else ""
-
-
-def cleanup_stale_masq(network: str, valid_ids: set[str], required: bool, run=None) -> None:
-    from cni import iptables
-    for family in (4, 6):
-        tables = iptables.Iptables(family, run or iptables.run_command)
-        try:
-            iptables.transact(tables, "nat",
-                              lambda saved: build_stale_masq_restore(saved, network, valid_ids),
-                              iptables.FileLock(), lambda msg: print(msg, file=sys.stderr))
-        except iptables.IptablesError as exc:
-            # A failed save: no ip6tables nat table is common, and without ipMasq
-            # configured a node without iptables holds no chain of ours either.
-            if isinstance(exc, iptables.RestoreError) or family == 4 and required:
-                raise
-
-
 def cmd_gc(req) -> None:
     conf = parse_config(req.conf, req.args)
     valid_ids = {cid for cid, _ in skel.valid_attachments(req.conf)}
@@ -446,7 +404,8 @@ def cmd_gc(req) -> None:
         from cni import ipam
         ipam.exec_gc(req, conf.ipam)
     with _iptables_errors("ipMasq garbage collection"):
-        cleanup_stale_masq(conf.name, valid_ids, required=conf.ip_masq)
+        from cni import ipmasq
+        ipmasq.cleanup_stale(conf.name, valid_ids, required=conf.ip_masq)
 
 
 def cmd_status(req) -> None:

@@ -7,8 +7,9 @@ the rest except multicast. One iptables-restore per family.
 from __future__ import annotations
 
 import ipaddress
+import sys
 
-from cni import iptables
+from cni import iptables, names
 from cni.names import ipmasq_chain
 
 
@@ -56,3 +57,42 @@ def cleanup(name: str, container_id: str, run=None) -> None:
                 lines += [f"-F {chain}", f"-X {chain}"]
             if lines:
                 ipt.restore("\n".join(["*nat", *lines, "COMMIT", ""]))
+
+
+def owner(chain: str, rules: list[str], network: str) -> str | None:
+    """The container whose ipMasq chain on ``network`` ``chain`` is: a rule has ipMasq's
+    comment for this network AND the chain's name is the hash of network and ID."""
+    head = f'name: "{network}" id: "'
+    for rule in rules:
+        args = iptables.split_rule(rule) if '"' in rule else rule.split()
+        for i in range(len(args) - 1):
+            text = args[i + 1] if args[i] == "--comment" else ""
+            cid = text[len(head):-1] if text.startswith(head) and text.endswith('"') else ""
+            if cid and ipmasq_chain(network, cid)[0] == chain:
+                return cid
+    return None
+
+
+def build_stale_restore(saved, network: str, valid_ids: set[str]) -> str:
+    """nat restore text deleting the ipMasq chains (and jumps to them) of gone containers."""
+    lines = []
+    for chain in sorted(c for c in saved.chains if c.startswith(names.IPMASQ_CHAIN_PREFIX)):
+        owner_id = owner(chain, saved.rules(chain), network)
+        if owner_id is not None and owner_id not in valid_ids:
+            lines += [f"-D {src} {rule}" for src, rule in saved.jumps_to(chain)]
+            lines += [f"-F {chain}", f"-X {chain}"]
+    return "\n".join(["*nat", *lines, "COMMIT", ""]) if lines else ""
+
+
+def cleanup_stale(network: str, valid_ids: set[str], required: bool, run=None) -> None:
+    for family in (4, 6):
+        tables = iptables.Iptables(family, run or iptables.run_command)
+        try:
+            iptables.transact(tables, "nat",
+                              lambda saved: build_stale_restore(saved, network, valid_ids),
+                              iptables.FileLock(), lambda msg: print(msg, file=sys.stderr))
+        except iptables.IptablesError as exc:
+            # A failed save: no ip6tables nat table is common, and without ipMasq
+            # configured a node without iptables holds no chain of ours either.
+            if isinstance(exc, iptables.RestoreError) or family == 4 and required:
+                raise
