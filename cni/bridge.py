@@ -5,23 +5,26 @@ containernetworking/plugins; the bridge defaults to ``kube-bridge``.
 """
 from __future__ import annotations
 
-import contextlib
 import errno
-import ipaddress
 import os
 import sys
-from collections import namedtuple
 
-from cni import netlink, netns, skel
+from cni import ipnet, netlink, netns, skel
+from cni.record import Record
 from cni.skel import CniError
+from cni.undo import UndoStack
 
 DEFAULT_BRIDGE = "kube-bridge"
 CONTAINER_IF = 2            # index of the container interface in the result's "interfaces"
 IFA_F_TENTATIVE, IFA_F_DADFAILED = 0x40, 0x08
 
-BridgeConf = namedtuple("BridgeConf", (
-    "name", "cni_version", "bridge", "is_gateway", "is_default_gateway", "force_address",
-    "ip_masq", "mtu", "hairpin_mode", "promisc_mode", "vlan", "enable_dad", "ipam", "dns", "mac"))
+
+
+class BridgeConf(Record):
+    __slots__ = ("name", "cni_version", "bridge", "is_gateway", "is_default_gateway",
+                 "force_address", "ip_masq", "mtu", "hairpin_mode", "promisc_mode", "vlan",
+                 "enable_dad", "ipam", "dns", "mac")
+
 
 _BOOLS = {"isGateway": False, "isDefaultGateway": False, "forceAddress": False, "ipMasq": False,
           "hairpinMode": False, "promiscMode": False, "enabledad": False, "macspoofchk": False}
@@ -136,8 +139,10 @@ def ensure_bridge(host: netlink.Netlink, conf: BridgeConf) -> netlink.Link:
             pass                       # another ADD created it meanwhile
         else:
             # We own the bridge's routes: router advertisements must not add any.
-            with contextlib.suppress(OSError):
+            try:
                 netns.sysctl_write(f"net/ipv6/conf/{conf.bridge}/accept_ra", 0)
+            except OSError:
+                pass                   # no IPv6 in this namespace
         br = host.link_get(conf.bridge)
     if br is None or br.kind != "bridge":
         raise CniError(skel.INVALID_CONFIG, f"{conf.bridge!r} already exists but is not a bridge")
@@ -168,7 +173,7 @@ def plan_gateways(result: dict, conf: BridgeConf) -> list[str]:
     bridge_addrs, default_done = [], set()
     routes = result.setdefault("routes", [])
     for ipc in result["ips"]:
-        iface = ipaddress.ip_interface(ipc["address"])
+        iface = ipnet.ip_interface(ipc["address"])
         ipc["interface"] = CONTAINER_IF
         if not ipc.get("gateway") and conf.is_gateway:
             ipc["gateway"] = str(iface.network.network_address + 1)
@@ -183,17 +188,19 @@ def plan_gateways(result: dict, conf: BridgeConf) -> list[str]:
 
 
 def _same_net(a: str, b: str) -> bool:
-    return ipaddress.ip_network(a, strict=False) == ipaddress.ip_network(b, strict=False)
+    return ipnet.ip_network(a, strict=False) == ipnet.ip_network(b, strict=False)
 
 
 def configure_pod(pod: netlink.Netlink, link: netlink.Link, result: dict, conf: BridgeConf) -> None:
     """Addresses and routes inside the pod (the thread is in the pod's namespace)."""
-    ips = [ipaddress.ip_interface(ipc["address"]) for ipc in result["ips"]]
+    ips = [ipnet.ip_interface(ipc["address"]) for ipc in result["ips"]]
     if any(ip.version == 6 for ip in ips):
         netns.sysctl_write(f"net/ipv6/conf/{link.name}/disable_ipv6", 0)
         if not conf.enable_dad:
-            with contextlib.suppress(OSError):
+            try:
                 netns.sysctl_write(f"net/ipv6/conf/{link.name}/accept_dad", 0)
+            except OSError:
+                pass
     for ip in ips:
         pod.addr_add(link.index, str(ip), nodad=not conf.enable_dad, what=link.name)
     pod.link_set(link.index, up=True, what=link.name)
@@ -202,7 +209,7 @@ def configure_pod(pod: netlink.Netlink, link: netlink.Link, result: dict, conf: 
         if ipc.get("gateway"):
             gateways.setdefault(ip.version, ipc["gateway"])
     for route in result.get("routes", []):
-        version = ipaddress.ip_network(route["dst"], strict=False).version
+        version = ipnet.ip_network(route["dst"], strict=False).version
         pod.route_add(route["dst"], route.get("gw") or gateways.get(version), link.index)
     if conf.enable_dad and any(ip.version == 6 for ip in ips):
         _settle_addresses(pod, link)
@@ -224,7 +231,7 @@ def _settle_addresses(pod: netlink.Netlink, link: netlink.Link, timeout: float =
 
 def ensure_gateway_addr(host: netlink.Netlink, br: netlink.Link, gw: str, conf: BridgeConf) -> None:
     """The gateway address on the bridge, with the reference's forceAddress semantics."""
-    want = ipaddress.ip_interface(gw)
+    want = ipnet.ip_interface(gw)
     family = netlink.AF_INET if want.version == 4 else netlink.AF_INET6
     for addr in host.addr_list(br.index, family):
         have = addr.interface
@@ -247,17 +254,11 @@ def ensure_gateway_addr(host: netlink.Netlink, br: netlink.Link, gw: str, conf: 
 
 
 def ensure_ip_forward(ips) -> None:
-    versions = {ipaddress.ip_interface(ipc["address"]).version for ipc in ips}
+    versions = {ipnet.ip_interface(ipc["address"]).version for ipc in ips}
     if 4 in versions:
         netns.sysctl_write("net.ipv4.ip_forward", 1)
     if 6 in versions:
         netns.sysctl_write("net.ipv6.conf.all.forwarding", 1)
-
-
-def _undo(fn, *args) -> None:
-    # An undo step runs while another error is on its way out: that error is the one to report.
-    with contextlib.suppress(Exception):
-        fn(*args)
 
 
 def open_pod_netns(path: str) -> int:
@@ -273,30 +274,31 @@ def cmd_add(req) -> dict:
         raise CniError(skel.INVALID_CONFIG, "missing 'ipam': the bridge plugin needs an IPAM plugin")
     pod_fd = open_pod_netns(req.netns)
     try:
-        with netlink.Netlink() as host, contextlib.ExitStack() as undo:
+        with netlink.Netlink() as host, UndoStack() as undo:
             with netns.entered(pod_fd):
-                pod = undo.enter_context(netlink.Netlink())
+                pod = netlink.Netlink()
+            undo.callback(pod.close)
             try:
                 result = _add(req, conf, host, pod, pod_fd, undo)
             except OSError as exc:
                 raise CniError(skel.INTERNAL, str(exc)) from None
             pod.close()
-            undo.pop_all()
+            undo.commit()
             return result
     finally:
         os.close(pod_fd)
 
 
-def _add(req, conf: BridgeConf, host, pod, pod_fd: int, undo: contextlib.ExitStack) -> dict:
+def _add(req, conf: BridgeConf, host, pod, pod_fd: int, undo: UndoStack) -> dict:
     from cni import ipam
     br = ensure_bridge(host, conf)
     result = ipam.exec_add(req, conf.ipam)
-    undo.callback(_undo, ipam.exec_del, req, conf.ipam)
+    undo.callback(ipam.exec_del, req, conf.ipam)
     if not result.get("ips"):
         raise CniError(skel.INTERNAL, "IPAM plugin returned missing IP config")
     host_name = ensure_veth(host, pod, pod_fd, req.ifname, conf)
     host_veth = host.link_get(host_name)
-    undo.callback(_undo, host.link_del, host_veth.index)
+    undo.callback(host.link_del, host_veth.index)
     host.link_set(host_veth.index, master=br.index, up=True, what=host_name)
     if conf.hairpin_mode:
         host.brport_set_hairpin(host_veth.index, True, what=host_name)
@@ -304,7 +306,7 @@ def _add(req, conf: BridgeConf, host, pod, pod_fd: int, undo: contextlib.ExitSta
         host.brport_set_vlan(host_veth.index, conf.vlan, what=host_name)
     bridge_addrs = plan_gateways(result, conf)
     cont = pod.link_get(req.ifname)
-    if any(ipaddress.ip_interface(i["address"]).version == 6 for i in result["ips"]):
+    if any(ipnet.ip_interface(i["address"]).version == 6 for i in result["ips"]):
         with netns.entered(pod_fd):       # the sysctl files resolve in the opener's namespace
             configure_pod(pod, cont, result, conf)
     else:
@@ -326,28 +328,17 @@ def _add(req, conf: BridgeConf, host, pod, pod_fd: int, undo: contextlib.ExitSta
     return result
 
 
-@contextlib.contextmanager
-def _iptables_errors(what: str):
-    from cni import iptables
-    try:
-        yield
-    except iptables.IptablesError as exc:
-        raise CniError(skel.INTERNAL, f"{what}: {str(exc).splitlines()[0]}", str(exc)) from None
-    except OSError as exc:             # the lock file under /run
-        raise CniError(skel.IO_FAILURE, f"{what}: {exc}") from None
-
-
-def _masq_setup(req, conf: BridgeConf, result: dict, undo: contextlib.ExitStack) -> None:
+def _masq_setup(req, conf: BridgeConf, result: dict, undo: UndoStack) -> None:
     from cni import ipmasq
-    undo.callback(_undo, ipmasq.cleanup, conf.name, req.container_id)
-    with _iptables_errors("ipMasq"):
+    undo.callback(ipmasq.cleanup, conf.name, req.container_id)
+    with ipmasq.cni_errors("ipMasq"):
         ipmasq.ensure(conf.name, req.container_id, [ipc["address"] for ipc in result["ips"]])
 
 
 def _masq_teardown(req, conf: BridgeConf) -> None:
     if conf.ip_masq:
         from cni import ipmasq
-        with _iptables_errors("ipMasq"):
+        with ipmasq.cni_errors("ipMasq"):
             ipmasq.cleanup(conf.name, req.container_id)
 
 
@@ -403,8 +394,8 @@ def cmd_gc(req) -> None:
     if conf.ipam is not None:
         from cni import ipam
         ipam.exec_gc(req, conf.ipam)
-    with _iptables_errors("ipMasq garbage collection"):
-        from cni import ipmasq
+    from cni import ipmasq
+    with ipmasq.cni_errors("ipMasq garbage collection"):
         ipmasq.cleanup_stale(conf.name, valid_ids, required=conf.ip_masq)
 
 

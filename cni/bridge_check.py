@@ -5,10 +5,9 @@ interface as its peer, and every address and route of prevResult in the pod.
 """
 from __future__ import annotations
 
-import ipaddress
 import os
 
-from cni import bridge, netlink, netns, skel
+from cni import bridge, ipnet, netlink, netns, skel
 from cni.skel import CniError
 
 
@@ -71,12 +70,12 @@ def _check_pod(pod, ifname: str, cont_if: dict, veth: netlink.Link, prev: dict) 
         raise _fail(f"container interface {ifname} is not the peer of {veth.name}")
     have = {a.interface for a in pod.addr_list(link.index)}
     for ipc in prev.get("ips", []):
-        want = ipaddress.ip_interface(ipc["address"])
+        want = ipnet.ip_interface(ipc["address"])
         if want not in have:
             raise _fail(f"address {want} not found on {ifname}")
     routes = {(r.dst, r.gateway) for r in pod.route_list() if r.oif == link.index}
     for route in prev.get("routes", []):
-        dst = ipaddress.ip_network(route["dst"], strict=False)
-        gw = ipaddress.ip_address(route["gw"]) if route.get("gw") else None
+        dst = ipnet.ip_network(route["dst"], strict=False)
+        gw = ipnet.ip_address(route["gw"]) if route.get("gw") else None
         if not any(d == dst and (gw is None or g == gw) for d, g in routes):
             raise _fail(f"route {dst}{f' via {gw}' if gw else ''} not found in the container")

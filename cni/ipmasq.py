@@ -6,11 +6,28 @@ the rest except multicast. One iptables-restore per family.
 """
 from __future__ import annotations
 
-import ipaddress
 import sys
 
-from cni import iptables, names
+from cni import iptables, ipnet, names, skel
 from cni.names import ipmasq_chain
+
+
+class cni_errors:
+    """``with cni_errors("ipMasq"):`` turns iptables failures into CniErrors."""
+
+    def __init__(self, what: str):
+        self.what = what
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb) -> bool:
+        if isinstance(exc, iptables.IptablesError):
+            raise skel.CniError(skel.INTERNAL, f"{self.what}: {str(exc).splitlines()[0]}",
+                                str(exc)) from None
+        if isinstance(exc, OSError):   # the lock file under /run
+            raise skel.CniError(skel.IO_FAILURE, f"{self.what}: {exc}") from None
+        return False
 
 
 def build_restore(chain: str, comment: str, addresses: list[str], present: set[str]) -> str:
@@ -19,11 +36,11 @@ def build_restore(chain: str, comment: str, addresses: list[str], present: set[s
     tail = ["-m", "comment", "--comment", comment]
     multicast = "224.0.0.0/4" if ":" not in addresses[0] else "ff00::/8"
     for addr in addresses:
-        net = ipaddress.ip_interface(addr).network
+        net = ipnet.ip_interface(addr).network
         lines.append(f"-A {chain} " + iptables.format_args(["-d", str(net), *tail, "-j", "ACCEPT"]))
     lines.append(f"-A {chain} " + iptables.format_args(["!", "-d", multicast, *tail, "-j", "MASQUERADE"]))
     for addr in addresses:
-        ip = ipaddress.ip_interface(addr).ip
+        ip = ipnet.ip_interface(addr).ip
         rule = iptables.format_args(["-s", f"{ip}/{ip.max_prefixlen}", *tail, "-j", chain])
         if rule not in present:
             lines.append("-A POSTROUTING " + rule)
@@ -34,7 +51,7 @@ def ensure(name: str, container_id: str, addresses: list[str], run=None) -> None
     chain, comment = ipmasq_chain(name, container_id)
     by_family: dict[int, list[str]] = {}
     for addr in addresses:
-        by_family.setdefault(ipaddress.ip_interface(addr).version, []).append(addr)
+        by_family.setdefault(ipnet.ip_interface(addr).version, []).append(addr)
     with iptables.FileLock():
         for family, addrs in sorted(by_family.items()):
             ipt = iptables.Iptables(family, run or iptables.run_command)

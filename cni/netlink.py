@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import _socket
 import errno as _errno
-import ipaddress
 import os
 import struct
-from collections import namedtuple
+
+from cni import ipnet
+from cni.record import Record
 
 AF_UNSPEC, AF_INET, AF_INET6, AF_BRIDGE = 0, 2, 10, 7
 NETLINK_ROUTE = 0
@@ -108,10 +109,9 @@ def mac_str(raw: bytes) -> str:
     return ":".join(f"{b:02x}" for b in raw)
 
 
-# Plain named tuples: the dataclasses module alone costs ~20 ms of start-up (inspect).
-class Link(namedtuple("Link", "index name flags mtu mac master kind peer_index")):
+class Link(Record):
     """``peer_index`` is IFLA_LINK: for a veth, the peer's index in the peer's namespace."""
-    __slots__ = ()
+    __slots__ = ("index", "name", "flags", "mtu", "mac", "master", "kind", "peer_index")
 
     @property
     def up(self) -> bool:
@@ -122,8 +122,14 @@ class Link(namedtuple("Link", "index name flags mtu mac master kind peer_index")
         return bool(self.flags & IFF_PROMISC)
 
 
-Address = namedtuple("Address", "index interface scope flags")
-Route = namedtuple("Route", "dst gateway oif table protocol scope")
+class Address(Record):
+    """``interface``: an ipnet.Interface."""
+    __slots__ = ("index", "interface", "scope", "flags")
+
+
+class Route(Record):
+    """``dst``: an ipnet.Network; ``gateway``: an ipnet.Address or None."""
+    __slots__ = ("dst", "gateway", "oif", "table", "protocol", "scope")
 
 
 class Netlink:
@@ -283,7 +289,7 @@ class Netlink:
     # ---- addresses ------------------------------------------------------------
 
     def _addr_msg(self, index: int, cidr: str, flags: int = 0):
-        iface = ipaddress.ip_interface(cidr)
+        iface = ipnet.ip_interface(cidr)
         family = AF_INET if iface.version == 4 else AF_INET6
         packed = iface.ip.packed
         attrs = attr(IFA_LOCAL, packed) + attr(IFA_ADDRESS, packed)
@@ -314,21 +320,20 @@ class Netlink:
             attrs = parse_attrs(body, _IFADDRMSG.size)
             raw = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)
             flags = _u32(attrs.get(IFA_FLAGS)) if IFA_FLAGS in attrs else flags8
-            ip = ipaddress.ip_address(raw)
-            out.append(Address(idx, ipaddress.ip_interface(f"{ip}/{plen}"), scope, flags))
+            out.append(Address(idx, ipnet.Interface(ipnet.ip_address(raw), plen), scope, flags))
         return out
 
     # ---- routes ---------------------------------------------------------------
 
     def _route_msg(self, dst: str, gateway: str | None, oif: int) -> bytes:
-        net = ipaddress.ip_network(dst, strict=False)
+        net = ipnet.ip_network(dst, strict=False)
         family = AF_INET if net.version == 4 else AF_INET6
         scope = RT_SCOPE_UNIVERSE if gateway else RT_SCOPE_LINK
         attrs = attr_u32(RTA_TABLE, RT_TABLE_MAIN)
         if net.prefixlen:
             attrs += attr(RTA_DST, net.network_address.packed)
         if gateway:
-            attrs += attr(RTA_GATEWAY, ipaddress.ip_address(gateway).packed)
+            attrs += attr(RTA_GATEWAY, ipnet.ip_address(gateway).packed)
         if oif:
             attrs += attr_u32(RTA_OIF, oif)
         return _RTMSG.pack(family, net.prefixlen, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT, scope,
@@ -356,9 +361,9 @@ class Netlink:
             if kind != RTM_NEWROUTE or table != RT_TABLE_MAIN or rtype != RTN_UNICAST:
                 continue
             zero = b"\0" * (4 if fam == AF_INET else 16)
-            dst = ipaddress.ip_address(attrs.get(RTA_DST, zero))
+            dst = ipnet.ip_address(attrs.get(RTA_DST, zero))
             gw = attrs.get(RTA_GATEWAY)
-            out.append(Route(ipaddress.ip_network(f"{dst}/{dst_len}"),
-                             ipaddress.ip_address(gw) if gw else None,
+            out.append(Route(ipnet.Network(dst.version, int(dst), dst_len),
+                             ipnet.ip_address(gw) if gw else None,
                              _u32(attrs.get(RTA_OIF)), table, proto, scope))
         return out

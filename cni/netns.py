@@ -8,7 +8,6 @@ is written while inside.
 """
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 
@@ -63,21 +62,30 @@ def open_netns(path: str) -> int:
     return fd
 
 
-@contextlib.contextmanager
-def entered(netns_fd: int):
-    """Run the block with the calling thread inside the namespace of ``netns_fd``."""
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    try:
+class entered:
+    """``with entered(netns_fd):`` runs the block with the calling thread inside the
+    namespace of ``netns_fd``, and puts the thread back where it was afterwards."""
+
+    __slots__ = ("_netns_fd", "_home")
+
+    def __init__(self, netns_fd: int):
+        self._netns_fd = netns_fd
+        self._home = -1
+
+    def __enter__(self) -> None:
+        self._home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         try:
-            _setns(netns_fd, CLONE_NEWNET)
+            _setns(self._netns_fd, CLONE_NEWNET)
         except OSError as exc:
+            os.close(self._home)
             raise NotANetns(exc.errno, f"failed to enter netns: {exc.strerror}") from None
+
+    def __exit__(self, *exc_info) -> bool:
         try:
-            yield
+            _setns(self._home, CLONE_NEWNET)
         finally:
-            _setns(home, CLONE_NEWNET)
-    finally:
-        os.close(home)
+            os.close(self._home)
+        return False
 
 
 def sysctl_path(key: str) -> str:

@@ -8,26 +8,29 @@ after one ``iptables-save -t nat`` that tells which shared chains and jumps exis
 """
 from __future__ import annotations
 
-import ipaddress
 import sys
-from collections import namedtuple
 
 from cni import iptables as ipt
-from cni import names, skel
+from cni import ipnet, names, skel
 from cni import portmap_rules as rules
+from cni.record import Record
 from cni.skel import CniError
 
 PROTOCOLS = ("tcp", "udp", "sctp")
 
 
-# Named tuples, not dataclasses: the dataclasses module costs ~10 ms of start-up
-# (inspect, ast), paid on every pod ADD and DEL.
-PortMapping = namedtuple("PortMapping", "host_port container_port protocol host_ip",
-                         defaults=("tcp", ""))
-# conditions: (conditionsV4, conditionsV6), each a tuple of iptables arguments.
-Conf = namedtuple("Conf", "name mappings snat masq_all mark_bit external_setmark_chain "
-                  "conditions", defaults=("", (), True, False, names.DEFAULT_MASQ_MARK_BIT,
-                                          "", ((), ())))
+class PortMapping(Record):
+    __slots__ = ("host_port", "container_port", "protocol", "host_ip")
+    _defaults = {"protocol": "tcp", "host_ip": ""}
+
+
+class Conf(Record):
+    """``conditions``: (conditionsV4, conditionsV6), each a tuple of iptables arguments."""
+    __slots__ = ("name", "mappings", "snat", "masq_all", "mark_bit", "external_setmark_chain",
+                 "conditions")
+    _defaults = {"name": "", "mappings": (), "snat": True, "masq_all": False,
+                 "mark_bit": names.DEFAULT_MASQ_MARK_BIT, "external_setmark_chain": "",
+                 "conditions": ((), ())}
 
 
 def _invalid(key: str, value) -> CniError:
@@ -57,7 +60,7 @@ def parse_mapping(raw) -> PortMapping:
             # A zone (fe80::1%eth0) parses but iptables cannot match on it.
             if "%" in host_ip:
                 raise ValueError(host_ip)
-            host_ip = str(ipaddress.ip_address(host_ip))
+            host_ip = str(ipnet.ip_address(host_ip))
         except ValueError:
             raise _invalid("portMappings.hostIP", host_ip) from None
     return PortMapping(_port(entry, "hostPort"), _port(entry, "containerPort"),
@@ -119,13 +122,12 @@ def parse_config(conf: dict) -> Conf:
                             _conditions(conf, "conditionsV6")))
 
 
-def container_nets(prev_result: dict | None) -> dict[int, ipaddress.IPv4Interface |
-                                                          ipaddress.IPv6Interface]:
+def container_nets(prev_result: dict | None) -> dict[int, ipnet.Interface]:
     """The first IPv4 and first IPv6 address of the container, with their prefix."""
     nets: dict = {}
     for ip in (prev_result or {}).get("ips") or []:
         try:
-            iface = ipaddress.ip_interface(ip["address"])
+            iface = ipnet.ip_interface(ip["address"])
         except (KeyError, TypeError, ValueError):
             raise CniError(skel.INVALID_CONFIG,
                            f"invalid value for 'prevResult.ips': {ip!r}") from None
@@ -150,7 +152,7 @@ class Host:
         return ipt.Iptables(family, self.run)
 
 
-def routed_interface(ip: ipaddress.IPv4Address, route_table: str) -> str:
+def routed_interface(ip: ipnet.Address, route_table: str) -> str:
     """The interface of the longest-prefix on-link main-table route to ``ip`` (/proc/net/route).
 
     Routes through a gateway (RTF_GATEWAY) are skipped: the container sits on a
@@ -169,7 +171,7 @@ def routed_interface(ip: ipaddress.IPv4Address, route_table: str) -> str:
     return best
 
 
-def ensure_route_localnet(host: Host, ip: ipaddress.IPv4Address) -> None:
+def ensure_route_localnet(host: Host, ip: ipnet.Address) -> None:
     """Let 127.0.0.0/8 sources be routed out to the container (the 127.0.0.1:hostPort case)."""
     with open(f"{host.proc}/net/route") as f:
         ifname = routed_interface(ip, f.read())

@@ -3,11 +3,9 @@ restore text that gets it there from what ``iptables-save`` shows — no I/O her
 """
 from __future__ import annotations
 
-import ipaddress
-from collections import namedtuple
-
 from cni import iptables as ipt
-from cni import names
+from cni import ipnet, names
+from cni.record import Record
 
 # The kernel's multiport match holds at most 15 ports (XT_MULTI_PORTS).
 MULTIPORT_MAX = 15
@@ -21,12 +19,14 @@ TABLE = "nat"
 #   setmark_chain  where hairpin/localhost traffic is marked; "" when snat is off
 #   own_masq       we keep CNI-HOSTPORT-SETMARK/MASQ (no external mark chain)
 #   mark, udp_ports
-Plan = namedtuple("Plan", "family chain jumps rules setmark_chain own_masq mark udp_ports")
+class Plan(Record):
+    __slots__ = ("family", "chain", "jumps", "rules", "setmark_chain", "own_masq", "mark",
+                 "udp_ports")
 
 
 def _applicable(conf: Conf, family: int) -> list[PortMapping]:
     return [m for m in conf.mappings
-            if not m.host_ip or ipaddress.ip_address(m.host_ip).version == family]
+            if not m.host_ip or ipnet.ip_address(m.host_ip).version == family]
 
 
 def _comment(conf: Conf, container_id: str, ifname: str) -> str:
@@ -59,7 +59,7 @@ def build_chain_rules(conf: Conf, net, maps: list[PortMapping], setmark: str) ->
     rules = []
     for m in maps:
         dst = ""
-        if m.host_ip and not ipaddress.ip_address(m.host_ip).is_unspecified:
+        if m.host_ip and not ipnet.ip_address(m.host_ip).is_unspecified:
             dst = f"-d {m.host_ip}{host_bits} "
         match = f"{dst}-p {m.protocol} -m {m.protocol} --dport {m.host_port}"
         if setmark and conf.masq_all:
@@ -98,7 +98,8 @@ def build_plan(conf: Conf, container_id: str, ifname: str, net) -> Plan | None:
 # as present when any rule of its chain jumps to the same target, however it is
 # spelled (the reference plugin writes the same ones); other rules only in their
 # exact iptables-save text.
-SharedRule = namedtuple("SharedRule", "creates chain rule first is_jump")
+class SharedRule(Record):
+    __slots__ = ("creates", "chain", "rule", "first", "is_jump")
 
 
 def build_shared_rules(plan: Plan) -> list[SharedRule]:

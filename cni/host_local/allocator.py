@@ -9,8 +9,11 @@ address has been offered once. The gateway of a range is never offered.
 """
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import Container, Iterator
+# _collections_abc, not collections.abc: os has already loaded the former, while
+# the latter imports the whole collections package.
+from _collections_abc import Container, Iterator
+
+from cni import ipnet
 
 _MAX_BITS = {4: 32, 6: 128}
 
@@ -76,12 +79,12 @@ def build_range(subnet: str, range_start: str | None = None, range_end: str | No
     return r
 
 
-def parse_cidr(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+def parse_cidr(text: str) -> ipnet.Network:
     """A network in "address/prefix" form whose host bits are zero."""
     if not isinstance(text, str) or "/" not in text or not text.rsplit("/", 1)[1].isdigit():
         raise ValueError("is not a CIDR")
     try:
-        net = ipaddress.ip_network(text, strict=False)
+        net = ipnet.ip_network(text, strict=False)
     except ValueError:
         raise ValueError("is not a CIDR") from None
     if int(net.network_address) != parse_ip(text.rsplit("/", 1)[0])[1]:
@@ -90,7 +93,7 @@ def parse_cidr(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
 
 
 def _parse_addr(text: str) -> tuple[int, int]:
-    addr = ipaddress.ip_address(text)
+    addr = ipnet.ip_address(text)
     if addr.version == 6 and addr.ipv4_mapped is not None:
         addr = addr.ipv4_mapped
     return addr.version, int(addr)
@@ -114,7 +117,7 @@ def _addr_of_family(text: str, version: int, key: str) -> int:
 
 
 def format_ip(version: int, addr: int) -> str:
-    return str(ipaddress.IPv4Address(addr) if version == 4 else ipaddress.IPv6Address(addr))
+    return str(ipnet.Address(version, addr))
 
 
 def range_set_str(range_set: list[Range]) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from cni import fastjson as json
 
-from cni import skel
+from cni import ipnet, skel
 from cni.host_local import allocator
 from cni.host_local.allocator import Range
 
@@ -162,13 +162,12 @@ def build_routes(routes) -> list[dict]:
 
 
 def _build_route(key: str, route: dict) -> dict:
-    import ipaddress
     dst = route.get("dst")
     if not isinstance(dst, str) or "/" not in dst:
         raise _invalid(f"{key}.dst", dst, "is not a CIDR")
     try:
         # Go keeps the host bits of a route's dst as written ("10.2.3.1/24").
-        out = {"dst": ipaddress.ip_interface(dst).with_prefixlen}
+        out = {"dst": ipnet.ip_interface(dst).with_prefixlen}
     except ValueError:
         raise _invalid(f"{key}.dst", dst, "is not a CIDR") from None
     gw = route.get("gw")
