@@ -14,23 +14,15 @@ from __future__ import annotations
 from _collections_abc import Container, Iterator
 
 from cni import ipnet
+from cni.record import Record
 
 _MAX_BITS = {4: 32, 6: 128}
 
 
-class Range:
+class Range(Record):
     """One allocation range: ``start``..``end`` (inclusive) inside ``subnet``."""
 
     __slots__ = ("version", "network", "prefixlen", "start", "end", "gateway")
-
-    def __init__(self, version: int, network: int, prefixlen: int,
-                 start: int, end: int, gateway: int | None):
-        self.version = version
-        self.network = network
-        self.prefixlen = prefixlen
-        self.start = start
-        self.end = end
-        self.gateway = gateway
 
     def contains(self, version: int, addr: int) -> bool:
         return version == self.version and self.start <= addr <= self.end

@@ -10,23 +10,17 @@ from cni import fastjson as json
 from cni import ipnet, skel
 from cni.host_local import allocator
 from cni.host_local.allocator import Range
+from cni.record import Record
 
 DEFAULT_DATA_DIR = "/var/lib/cni/networks"
 _ROUTE_UINTS = ("mtu", "advmss", "priority", "table", "scope")
 
 
-class IpamConf:
-    __slots__ = ("name", "data_dir", "resolv_conf", "range_sets", "routes", "requested")
+class IpamConf(Record):
+    """name, data_dir, resolv_conf, range_sets (list[list[Range]]), routes (list[dict]),
+    requested (list[(version, int address)])."""
 
-    def __init__(self, name: str, data_dir: str, resolv_conf: str,
-                 range_sets: list[list[Range]], routes: list[dict],
-                 requested: list[tuple[int, int]]):
-        self.name = name
-        self.data_dir = data_dir
-        self.resolv_conf = resolv_conf
-        self.range_sets = range_sets
-        self.routes = routes
-        self.requested = requested
+    __slots__ = ("name", "data_dir", "resolv_conf", "range_sets", "routes", "requested")
 
 
 def _invalid(key: str, value, problem: str) -> skel.CniError:

@@ -14,16 +14,14 @@ import json
 import os
 import pathlib
 import shutil
-import signal
 import subprocess
 import tempfile
-import time
 
+from helpers import cgroups
 from helpers.netns import PREFIX, Netns, run
 from proxyd.sim.netns import unique_name
 
 BUSYBOX = "/bin/busybox"
-CGROUP_ROOT = pathlib.Path("/sys/fs/cgroup")
 LIBCNI_CACHE = pathlib.Path("/var/lib/cni/results")
 RUNC_STATE = pathlib.Path("/run/runc")
 WORK_PREFIX = "krt-podman-"
@@ -170,49 +168,15 @@ class Podman:
         for cid in self.containers.values():
             for net in set(self.networks.values()):
                 (LIBCNI_CACHE / f"{net}-{cid}-eth0").unlink(missing_ok=True)
-        self._cleanup_cgroups()
+        # conmon and the container live in cgroups under our private parent:
+        # whatever is still in them was started by this test.
+        cgroups.kill_and_remove(self.cgroup_parent)
         for cid in self.containers.values():
             # runc keeps its state in the host's /run/runc, not under our runroot.
             if (RUNC_STATE / cid).exists():
                 run(["runc", "delete", "--force", cid], check=False)
         self._unmount_under_work()
         shutil.rmtree(self.work, ignore_errors=True)
-
-    def _cgroup_dirs(self) -> list[pathlib.Path]:
-        """Every cgroup directory under our parent, deepest first."""
-        dirs: list[pathlib.Path] = []
-        if not CGROUP_ROOT.is_dir():
-            return dirs
-        for hierarchy in CGROUP_ROOT.iterdir():
-            top = hierarchy / self.cgroup_parent.lstrip("/")
-            if top.is_dir():
-                dirs.extend(p for p in top.rglob("*") if p.is_dir())
-                dirs.append(top)
-        return sorted(dirs, key=lambda p: len(p.parts), reverse=True)
-
-    def _cleanup_cgroups(self) -> None:
-        # conmon and the container live in cgroups under our private parent:
-        # whatever is still in them was started by this test.
-        deadline = time.monotonic() + 5
-        while True:
-            pids = set()
-            for d in self._cgroup_dirs():
-                procs = d / "cgroup.procs"
-                if procs.exists():
-                    pids.update(int(p) for p in procs.read_text().split())
-            if not pids or time.monotonic() > deadline:
-                break
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            time.sleep(0.05)
-        for d in self._cgroup_dirs():
-            try:
-                d.rmdir()
-            except OSError:
-                pass
 
     def _unmount_under_work(self) -> None:
         work = str(self.work)
@@ -223,4 +187,4 @@ class Podman:
             subprocess.run(["umount", "-l", point], capture_output=True, timeout=10)
 
     def leftover_cgroups(self) -> list[str]:
-        return [str(d) for d in self._cgroup_dirs()]
+        return [str(d) for d in cgroups.dirs(self.cgroup_parent)]

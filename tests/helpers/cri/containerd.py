@@ -23,7 +23,7 @@ import subprocess
 import tempfile
 import time
 
-CGROUP_ROOT = "/sys/fs/cgroup"
+from helpers import cgroups
 SHIM_SOCKET_DIR = "/run/containerd/s"
 NETNS_DIRS = ("/run/netns", "/var/run/netns")
 CRI_NAMESPACE = "k8s.io"
@@ -77,40 +77,7 @@ def missing_tools() -> list[str]:
     return [t for t in need if not shutil.which(t)]
 
 
-def pods_left(cgroup: str) -> set[int]:
-    """PIDs still in ``cgroup`` (or below it) in any hierarchy."""
-    pids: set[int] = set()
-    for procs in pathlib.Path(CGROUP_ROOT).glob(f"*/{cgroup.strip('/')}/**/cgroup.procs"):
-        try:
-            pids.update(int(p) for p in procs.read_text().split())
-        except OSError:
-            pass
-    return pids
-
-
-def cleanup_stale_cgroups(cgroup: str) -> None:
-    """Kill what is left in every hierarchy's ``cgroup``, then remove the cgroups."""
-    for _ in range(50):
-        pids = pods_left(cgroup)
-        if not pids:
-            break
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.05)
-    for top in pathlib.Path(CGROUP_ROOT).glob(f"*/{cgroup.strip('/')}"):
-        # Children before parents: rmdir only works on an empty cgroup.
-        for d in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-            try:
-                d.rmdir()
-            except OSError:
-                pass
-        try:
-            top.rmdir()
-        except OSError:
-            pass
+pods_left = cgroups.pids
 
 
 def pod_netns_files() -> set[str]:
@@ -218,7 +185,7 @@ class PrivateContainerd:
                 os.kill(int(pid), signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        cleanup_stale_cgroups(self.cgroup_parent)
+        cgroups.kill_and_remove(self.cgroup_parent)
         for path in sorted(self.leaked_runtime_files()):
             # Pod netns bind mounts lived in the daemon's mount namespace, which is
             # gone: what is left on the host is the empty mount-point file.
