@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import socket
 import sys
 
 import pytest
 
 from cni.names import ipmasq_chain
 from helpers.netns import veth_pair
+from helpers.traffic import tcp_exchange
 
 BIN = pathlib.Path(sys.executable).parent
 BRIDGE = str(BIN / "kube-router-bridge")
@@ -76,28 +76,6 @@ def jumps_to(chains, target) -> list[str]:
     return [r for r in chains.get("POSTROUTING", []) if r.endswith(f"-j {target}")]
 
 
-def tcp_source_seen(client_ns, server_ns, server_ip, port=8080) -> str:
-    """One real TCP exchange; the source address the server saw."""
-    server = server_ns.socket(socket.AF_INET)
-    server.bind((server_ip, port))
-    server.listen()
-    server.settimeout(5)
-    client = client_ns.socket(socket.AF_INET)
-    client.settimeout(5)
-    try:
-        client.connect((server_ip, port))
-        conn, peer = server.accept()
-        client.sendall(b"ping")
-        assert conn.recv(4) == b"ping"
-        conn.sendall(b"pong")
-        assert client.recv(4) == b"pong"
-        conn.close()
-        return peer[0]
-    finally:
-        client.close()
-        server.close()
-
-
 def add_foreign_chains(host_ns) -> list[str]:
     """Chains GC must never touch: another network's ipMasq chain for a container GC
     removes here, and a chain whose comment claims this network but whose name is not
@@ -146,8 +124,8 @@ def test_gc_releases_gone_pods_and_keeps_the_valid_one_working(netns_factory, ho
 
     # The valid pod keeps its address and its masquerade: real TCP to the node and outside.
     assert results["ctra"]["ips"][0]["address"] == "10.88.0.2/24"
-    assert tcp_source_seen(host_ns, pods["ctra"], "10.88.0.2") == "10.88.0.1"
-    assert tcp_source_seen(pods["ctra"], outside, "198.51.100.2") == "198.51.100.1"
+    assert tcp_exchange(host_ns, pods["ctra"], "10.88.0.2") == "10.88.0.1"
+    assert tcp_exchange(pods["ctra"], outside, "198.51.100.2") == "198.51.100.1"
 
     # GC again changes nothing.
     assert gc(host_ns, conf, "ctra") == (0, None)

@@ -1,7 +1,6 @@
 """The netns tier's spine: a real TCP exchange between two namespaces over a bridge."""
-import socket
-
 from helpers.netns import veth_pair
+from helpers.traffic import tcp_exchange
 
 
 def test_tcp_between_namespaces_over_a_bridge(netns_factory, host_ns):
@@ -13,24 +12,7 @@ def test_tcp_between_namespaces_over_a_bridge(netns_factory, host_ns):
         host_ns.exec(f"ip link set v-{ns.name[-1]} master br0")
         ns.exec(f"ip addr add {addr} dev eth0")
 
-    server = b.socket()
-    server.bind(("10.99.0.3", 8080))
-    server.listen()
-    server.settimeout(5)
-    client = a.socket()
-    client.settimeout(5)
-    try:
-        client.connect(("10.99.0.3", 8080))
-        conn, peer = server.accept()
-        client.sendall(b"ping")
-        assert conn.recv(4) == b"ping"
-        conn.sendall(b"pong")
-        assert client.recv(4) == b"pong"
-        assert peer[0] == "10.99.0.2"
-        conn.close()
-    finally:
-        client.close()
-        server.close()
+    assert tcp_exchange(a, b, "10.99.0.3") == "10.99.0.2"
     # The frames crossed the bridge: its forwarding database learned both ends.
     fdb = host_ns.exec("bridge fdb show br br0 dynamic").stdout
     assert fdb.count("master br0") >= 2, fdb

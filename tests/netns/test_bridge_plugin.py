@@ -13,6 +13,7 @@ import sys
 import pytest
 
 from helpers.netns import wait_for
+from helpers.traffic import tcp_exchange
 
 BIN = pathlib.Path(sys.executable).parent
 BRIDGE = str(BIN / "kube-router-bridge")
@@ -60,30 +61,6 @@ def pod_ip(result, version=4, gateway=False) -> str:
         if (":" in addr) == (version == 6):
             return ipc["gateway"] if gateway else addr
     raise AssertionError(f"no IPv{version} address in {result}")
-
-
-def tcp_exchange(client_ns, server_ns, server_ip, port=8080):
-    """One real TCP connection; returns the source address the server saw."""
-    import socket
-    family = socket.AF_INET6 if ":" in server_ip else socket.AF_INET
-    server = server_ns.socket(family)
-    server.bind((server_ip, port))
-    server.listen()
-    server.settimeout(5)
-    client = client_ns.socket(family)
-    client.settimeout(5)
-    try:
-        client.connect((server_ip, port))
-        conn, peer = server.accept()
-        client.sendall(b"ping")
-        assert conn.recv(4) == b"ping"
-        conn.sendall(b"pong")
-        assert client.recv(4) == b"pong"
-        conn.close()
-        return peer[0]
-    finally:
-        client.close()
-        server.close()
 
 
 def hairpin(host_ns, veth) -> str:

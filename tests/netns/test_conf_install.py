@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from conf import defaults
+from helpers.traffic import tcp_exchange
 
 REFERENCE = "/usr/lib/cni"
 needs_reference = pytest.mark.skipif(
@@ -44,25 +45,6 @@ def exec_plugin(ns, exe, command, stdin="{}", **cni_env):
                           timeout=30, env=env)
 
 
-def tcp_exchange(server_ns, client_ns, addr: str) -> None:
-    """A real TCP round trip from ``client_ns`` to ``addr`` in ``server_ns``."""
-    server = server_ns.socket()
-    client = client_ns.socket()
-    try:
-        server.bind((addr, 0))
-        server.listen()
-        server.settimeout(5)
-        client.settimeout(5)
-        client.connect(server.getsockname())
-        conn, _ = server.accept()
-        client.sendall(b"ping")
-        assert conn.recv(4) == b"ping"
-        conn.close()
-    finally:
-        client.close()
-        server.close()
-
-
 @needs_reference
 @pytest.mark.parametrize("name", sorted(defaults.LAUNCHERS))
 def test_launcher_runs_its_plugin_without_the_venv(installed, host_ns, name):
@@ -86,7 +68,7 @@ def test_copied_loopback_brings_lo_up(installed, host_ns, netns_factory):
                       CNI_CONTAINERID="c-lo", CNI_NETNS=pod.path, CNI_IFNAME="lo")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "UP" in pod.exec(["ip", "-o", "link", "show", "lo"]).stdout.split("<")[1]
-    tcp_exchange(pod, pod, "127.0.0.1")
+    tcp_exchange(pod, pod, "127.0.0.1", port=0)
 
 
 @needs_reference
@@ -105,7 +87,7 @@ def test_generated_config_gives_a_pod_a_working_address(installed, host_ns, netn
     assert [ip["address"] for ip in result["ips"]] == ["10.244.9.2/24"]
     link = host_ns.exec(["ip", "-j", "-d", "link", "show", "kube-bridge"]).stdout
     assert json.loads(link)[0]["mtu"] == 1500
-    tcp_exchange(host_ns, pod, "10.244.9.1")
+    tcp_exchange(pod, host_ns, "10.244.9.1", port=0)
     assert pod.exec(["ip", "route", "show", "default"]).stdout.startswith(
         "default via 10.244.9.1")
     out = exec_plugin(host_ns, exe, "DEL", stdin=conf, **args)
@@ -136,7 +118,7 @@ def test_installed_plugins_bring_up_a_pod_from_the_generated_file(tmp_path, host
     result = runtime.add(att)
     assert [ip["address"] for ip in result["ips"]] == ["10.244.7.2/24"]
     assert (data_dir / "kubernetes" / "10.244.7.2").exists()
-    tcp_exchange(pod, host_ns, "10.244.7.2")  # node -> pod
+    tcp_exchange(host_ns, pod, "10.244.7.2", port=0)  # node -> pod
 
     server = pod.socket()
     server.bind(("10.244.7.2", 80))

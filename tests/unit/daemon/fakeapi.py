@@ -13,7 +13,9 @@ import json
 import socket
 import threading
 import time
+import urllib.error
 import urllib.parse
+import urllib.request
 
 
 class FakeApiServer:
@@ -170,3 +172,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             with api.cond:
                 api._conns.discard(self.connection)
         self.close_connection = True
+
+
+def http_get(port: int, path: str) -> tuple[int, str]:
+    """GET http://127.0.0.1:port/path -> (status, body), error statuses included."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()

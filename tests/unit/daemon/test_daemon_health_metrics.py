@@ -1,19 +1,11 @@
 """/healthz from heartbeats, /metrics families, both over HTTP on 127.0.0.1."""
-import urllib.error
-import urllib.request
 
 import pytest
 
+from fakeapi import http_get as get
+
 from proxyd.health import HealthCheck, Heartbeat, HTTPEndpoint
 from proxyd.metrics import Metrics, metrics_endpoint
-
-
-def get(port, path):
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
 
 
 class Clock:

@@ -1,8 +1,6 @@
 """The daemon as a library: informers -> trackers -> runners -> controllers; health, metrics,
 a failing sync that is retried, caches that never sync, and SIGTERM on the real process."""
-import json
 import logging
-import os
 import pathlib
 import signal
 import socket
@@ -11,10 +9,10 @@ import sys
 import textwrap
 import threading
 import time
-import urllib.error
-import urllib.request
 
 import pytest
+
+from fakeapi import http_get as get
 
 from proxyd import cli
 from proxyd.daemon import Daemon, DaemonError
@@ -28,14 +26,6 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def get(port, path):
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
 
 
 class RecordingController:

@@ -1,0 +1,28 @@
+"""Real packets between namespaces the tests made."""
+from __future__ import annotations
+
+import socket
+
+
+def tcp_exchange(client_ns, server_ns, server_ip: str, port: int = 8080) -> str:
+    """One real TCP round trip (ping/pong) from ``client_ns`` to ``server_ip`` in
+    ``server_ns``; returns the source address the server saw."""
+    family = socket.AF_INET6 if ":" in server_ip else socket.AF_INET
+    server = server_ns.socket(family)
+    client = client_ns.socket(family)
+    try:
+        server.bind((server_ip, port))
+        server.listen()
+        server.settimeout(5)
+        client.settimeout(5)
+        client.connect(server.getsockname()[:2])
+        conn, peer = server.accept()
+        with conn:
+            client.sendall(b"ping")
+            assert conn.recv(4) == b"ping"
+            conn.sendall(b"pong")
+            assert client.recv(4) == b"pong"
+        return peer[0]
+    finally:
+        client.close()
+        server.close()
