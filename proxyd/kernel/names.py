@@ -1,0 +1,77 @@
+"""Every chain, set and mark bit the daemon puts into the kernel, named in one place.
+
+Top-level names are part of a node's state across upgrades and of what
+operators grep for: never change them. They are kube-router's own names, so a
+node moved over from kube-router is adopted (its KUBE-POD-FW-* chains are
+recognised as ours and cleaned up) rather than left with two firewalls.
+
+Per-object names are a prefix plus the first characters of base32(sha256(the
+object's identity)) -- kube-router's scheme -- so they are stable across
+restarts and fit the kernel's limits: iptables chain names hold 28
+characters, ipset names 31.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+
+CHAIN_MAX = 28
+SET_MAX = 31
+
+# ---- network policy firewall (filter table) -- never change: upgrades depend on it
+NETPOL_INPUT = "KUBE-ROUTER-INPUT"
+NETPOL_FORWARD = "KUBE-ROUTER-FORWARD"
+NETPOL_OUTPUT = "KUBE-ROUTER-OUTPUT"
+NETPOL_TOP_CHAINS = {"INPUT": NETPOL_INPUT, "FORWARD": NETPOL_FORWARD, "OUTPUT": NETPOL_OUTPUT}
+POD_INGRESS_PREFIX = "KUBE-POD-IN-"
+POD_EGRESS_PREFIX = "KUBE-POD-OUT-"
+POLICY_PREFIX = "KUBE-NWPLCY-"
+KUBE_ROUTER_POD_FW_PREFIX = "KUBE-POD-FW-"      # kube-router's per-pod chains: adopted, removed
+SOURCE_SET_PREFIX = "KUBE-SRC-"
+DEST_SET_PREFIX = "KUBE-DST-"
+IPV6_SET_PREFIX = "inet6:"                       # kube-router's marker for an IPv6 set's name
+NETPOL_HOOK_COMMENT = "kube-router netpol"
+
+# A packet a policy allows carries this bit while it walks a pod's chain
+# (kube-router's value; kube-proxy uses 0x4000 and 0x8000).
+NETPOL_ALLOW_MARK = "0x10000/0x10000"
+NETPOL_CLEAR_MARK = "0x0/0x10000"
+NFLOG_GROUP = 100                                # kube-router logs dropped packets here
+
+
+def short_hash(*parts: str, length: int = 16) -> str:
+    digest = hashlib.sha256("\0".join(parts).encode()).digest()
+    return base64.b32encode(digest).decode()[:length]
+
+
+def _checked(name: str, limit: int, what: str) -> str:
+    if len(name) > limit:
+        raise ValueError(f"{what} name {name!r} is longer than {limit} characters")
+    return name
+
+
+def pod_chain(namespace: str, name: str, direction: str) -> str:
+    """The chain holding one local pod's ingress or egress verdict."""
+    prefix = POD_INGRESS_PREFIX if direction == "ingress" else POD_EGRESS_PREFIX
+    return _checked(prefix + short_hash(namespace, name, length=CHAIN_MAX - len(prefix)),
+                    CHAIN_MAX, "chain")
+
+
+def policy_chain(namespace: str, name: str, direction: str) -> str:
+    return _checked(POLICY_PREFIX + short_hash(namespace, name, direction), CHAIN_MAX, "chain")
+
+
+def policy_set(family: int, prefix: str, *identity: str) -> str:
+    """An ipset of one policy rule's peers (or targets), per IP family."""
+    name = prefix + short_hash(*identity)
+    return _checked(IPV6_SET_PREFIX + name if family == 6 else name, SET_MAX, "ipset")
+
+
+def is_netpol_chain(name: str) -> bool:
+    return name in NETPOL_TOP_CHAINS.values() or name.startswith(
+        (POD_INGRESS_PREFIX, POD_EGRESS_PREFIX, POLICY_PREFIX, KUBE_ROUTER_POD_FW_PREFIX))
+
+
+def is_netpol_set(name: str) -> bool:
+    bare = name[len(IPV6_SET_PREFIX):] if name.startswith(IPV6_SET_PREFIX) else name
+    return bare.startswith((SOURCE_SET_PREFIX, DEST_SET_PREFIX))
