@@ -117,4 +117,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("kube-router: cannot start:\n" + "\n".join(f"  {p}" for p in problems), file=sys.stderr)
         return 1
     from proxyd import daemon  # the kubernetes client is slow to import: only when starting
-    return daemon.run(config, controllers=daemon.build_controllers(config))
+    from proxyd.k8s.client import resolve_node_name
+    node_name = resolve_node_name(config.hostname_override)
+    return daemon.run(config, controllers=daemon.build_controllers(config, node_name))

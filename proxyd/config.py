@@ -38,7 +38,7 @@ CLEANUP, PPROF = "cleanup-config", "pprof"
 
 # Which features this build implements. Enabling a controller once it exists
 # is one line here (and passing its object to the Daemon).
-IMPLEMENTED: frozenset[str] = frozenset()
+IMPLEMENTED: frozenset[str] = frozenset({FIREWALL})
 
 _ALL3 = (FIREWALL, ROUTER, PROXY)
 

@@ -12,6 +12,7 @@ and traffic keeps flowing meanwhile.
 """
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import threading
@@ -84,6 +85,8 @@ class Daemon:
         self.informers: dict[str, Informer] = {}
         self.runners: dict[str, BoundedFrequencyRunner] = {}
         self.endpoints: list[HTTPEndpoint] = []
+        # Per controller, the resourceVersion of every kind its last successful sync saw.
+        self.synced_versions: dict[str, dict[str, str]] = {}
 
     def start(self) -> None:
         if self._client is None:
@@ -107,18 +110,21 @@ class Daemon:
     def _wire(self, controller: Controller) -> None:
         stores = {kind: self.informers[kind].store for kind in controller.kinds}
         runner = BoundedFrequencyRunner(
-            controller.name, lambda: self._sync(controller, stores, tracker),
+            controller.name, lambda: self._sync(controller, stores, tracker, versions),
             min_interval=controller.min_sync_interval, max_interval=controller.sync_period,
             retry_interval=min(RETRY_INTERVAL, controller.sync_period),
             observer=self.metrics.observe_sync)
         tracker = ChangeTracker(wake=runner.request)
+        versions = {kind: self.informers[kind] for kind in controller.kinds}
         for kind in controller.kinds:
             self.informers[kind].add_handler(lambda _kind, old, new, k=kind: tracker.record(k, old, new))
         self.runners[controller.name] = runner
         self.metrics.add_controller(controller.name)
 
-    @staticmethod
-    def _sync(controller: Controller, stores, tracker: ChangeTracker) -> None:
+    def _sync(self, controller: Controller, stores, tracker: ChangeTracker,
+              informers: Mapping[str, Informer]) -> None:
+        # Read before the stores: the sync then covers at least these versions.
+        seen = {kind: informer.resource_version for kind, informer in informers.items()}
         ctx = SyncContext(stores, tracker.take())
         try:
             controller.sync(ctx)
@@ -126,6 +132,15 @@ class Daemon:
             tracker.give_back(ctx.changes)
             where = (f" at {ctx.current.kind} {ctx.current.key}" if ctx.current else "")
             raise SyncFailed(f"{controller.name}{where}: {type(e).__name__}: {e}") from e
+        self.synced_versions[controller.name] = seen
+
+    def status(self) -> tuple[int, str, bytes]:
+        """/statusz: per controller, its last successful sync and the resourceVersions it
+        covered, so a caller that just wrote to the API can tell when the node caught up."""
+        body = {name: {"last_sync": runner.heartbeat,
+                       "resource_versions": self.synced_versions.get(name, {})}
+                for name, runner in self.runners.items()}
+        return 200, "application/json", (json.dumps({"controllers": body}, indent=1) + "\n").encode()
 
     def _wait_for_caches(self) -> None:
         deadline = time.monotonic() + self.config.cache_sync_timeout.total_seconds()
@@ -142,7 +157,8 @@ class Daemon:
                                                lambda r=self.runners[ctl.name]: r.heartbeat)
                                      for ctl in self.controllers])
                 self.endpoints.append(HTTPEndpoint(c.health_addr, c.health_port,
-                                                   {"/healthz": check.respond}).start())
+                                                   {"/healthz": check.respond,
+                                                    "/statusz": self.status}).start())
             if c.metrics_port:
                 self.endpoints.append(metrics_endpoint(self.metrics, c.metrics_addr, c.metrics_port,
                                                        c.metrics_path).start())
@@ -161,9 +177,13 @@ class Daemon:
             self._client.close()
 
 
-def build_controllers(config: Config) -> list[Controller]:
-    """The controllers this build has, for the flags given (none are implemented yet)."""
-    return []
+def build_controllers(config: Config, node_name: str) -> list[Controller]:
+    """The controllers the flags enable (check_features has refused unbuilt ones)."""
+    controllers: list[Controller] = []
+    if config.run_firewall:
+        from proxyd.netpol.controller import NetworkPolicyController
+        controllers.append(NetworkPolicyController(config, node_name))
+    return controllers
 
 
 def run(config: Config, controllers: Sequence[Controller], **daemon_options) -> int:

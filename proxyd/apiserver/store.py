@@ -34,6 +34,9 @@ class Store:
         # Every resourceVersion up to this one has left the history.
         self._compacted = 0
         self.closed = False
+        # The resourceVersion of the newest write per resource: what a watcher
+        # must have seen to be up to date with that resource.
+        self.last_write: dict[str, int] = {}
 
     def next_rv(self) -> int:
         with self.lock:
@@ -66,6 +69,7 @@ class Store:
             self._record(Event(rv, plural, "DELETED", final, old))
 
     def _record(self, event: Event) -> None:
+        self.last_write[event.plural] = event.rv
         if len(self._history) == self._history.maxlen:
             self._compacted = self._history[0].rv
         self._history.append(event)

@@ -50,6 +50,8 @@ class Informer:
         self._thread: threading.Thread | None = None
         self._stream = None
         self.lists = 0          # how many times the collection was listed (tests, metrics)
+        # The newest resourceVersion whose change is in the store (list, event or bookmark).
+        self.resource_version = ""
 
     def add_handler(self, handler: Handler) -> None:
         self._handlers.append(handler)
@@ -97,6 +99,7 @@ class Informer:
         self.lists += 1
         for old, new in self.store.replace(items):
             self._emit("DELETED" if new is None else "ADDED" if old is None else "MODIFIED", old, new)
+        self.resource_version = rv
         self._synced.set()
         return rv
 
@@ -125,11 +128,11 @@ class Informer:
                 raise Gone(obj.get("message", ""))
             raise ApiError(obj.get("code", 0), obj.get("message", "watch error"))
         new_rv = (obj.get("metadata") or {}).get("resourceVersion") or rv
-        if type_ == "BOOKMARK":
-            return new_rv
-        change = self.store.apply(obj, deleted=type_ == "DELETED")
-        if change is not None:
-            self._emit(type_, *change)
+        if type_ != "BOOKMARK":
+            change = self.store.apply(obj, deleted=type_ == "DELETED")
+            if change is not None:
+                self._emit(type_, *change)
+        self.resource_version = new_rv
         return new_rv
 
     def _emit(self, type_: str, old: dict | None, new: dict | None) -> None:

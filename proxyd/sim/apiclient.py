@@ -20,6 +20,7 @@ _PATHS = {  # kind -> (API prefix, plural, namespaced)
     "Pod": ("/api/v1", "pods", True),
     "Service": ("/api/v1", "services", True),
     "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies", True),
+    "EndpointSlice": ("/apis/discovery.k8s.io/v1", "endpointslices", True),
 }
 
 

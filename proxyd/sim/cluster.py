@@ -20,6 +20,7 @@ import tempfile
 from dataclasses import dataclass
 
 from proxyd.apiserver import ApiServer, ServerConfig
+from proxyd.kernel import names
 from proxyd.sim import daemon
 from proxyd.sim.apiclient import SimApi
 from proxyd.sim.cniruntime import CniRuntime
@@ -42,7 +43,7 @@ class Node:
     pod_cidr: str
     conflist_path: str
     runtime: CniRuntime | None = None
-    daemon: object = None            # the kube-router process, once one runs
+    daemon: daemon.NodeDaemon | None = None     # the node's kube-router process
 
 
 class Cluster:
@@ -94,9 +95,8 @@ class Cluster:
         self.kubelet = Kubelet(self, self.api, self.log)
         self.kubelet.start()
         for node in self.nodes.values():
-            node.daemon = daemon.start_daemon(node, self.api_url, self.bin_dir, self.log)
-        if not daemon.DAEMON_ENABLED:
-            self.log("kube-router daemon: not started on the nodes (no controller exists yet)")
+            node.daemon = daemon.start_daemon(node, self.api_url, self.workdir, self.bin_dir,
+                                              self.log)
 
     def _add_node(self, name: str, address: str) -> None:
         ns = Netns(name)
@@ -155,6 +155,9 @@ class Cluster:
             errors += self.kubelet.teardown_all()
             self.kubelet = None
         for node in self.nodes.values():
+            if node.daemon is not None:
+                node.daemon.stop()
+        for node in self.nodes.values():
             node.netns.delete()
         self.nodes.clear()
         if self.api is not None:
@@ -169,6 +172,22 @@ class Cluster:
         shutil.rmtree(self.workdir, ignore_errors=True)
         if errors:
             raise RuntimeError("teardown problems: " + "; ".join(errors))
+
+    @staticmethod
+    def _firewall_state(node: Node) -> dict:
+        """How many of kube-router's policy chains and sets the node's kernel holds."""
+        saved = node.netns.exec("iptables-save -t filter").stdout
+        chains = [line[1:].split()[0] for line in saved.splitlines() if line.startswith(":")]
+        sets = node.netns.exec("ipset list -n").stdout.split()
+        return {"pod_chains": sum(c.startswith((names.POD_INGRESS_PREFIX, names.POD_EGRESS_PREFIX))
+                                  for c in chains),
+                "policy_chains": sum(c.startswith(names.POLICY_PREFIX) for c in chains),
+                "ipsets": sum(map(names.is_netpol_set, sets))}
+
+    def newest_writes(self) -> dict[str, int]:
+        """The API server's resourceVersion of its newest write, per resource."""
+        with self.apiserver.store.lock:
+            return dict(self.apiserver.store.last_write)
 
     def leftovers(self) -> dict:
         """Per node, lease files and pod veths beyond the running pods' (should be none)."""
@@ -186,5 +205,6 @@ class Cluster:
                 "leases": sorted(leases), "veths": sorted(
                     link["ifname"] for link in links if link["ifname"] != "eth0"),
                 "pods": len(running),
-                "stale_leases": sorted(f for f in leases if f not in held)}
+                "stale_leases": sorted(f for f in leases if f not in held),
+                "firewall": self._firewall_state(node)}
         return out

@@ -1,49 +1,107 @@
-"""Where the ``kube-router`` daemon joins each simulated node.
+"""The ``kube-router`` daemon on each simulated node.
 
-Each node will run ``kube-router --master=URL --hostname-override=NODE ...``
-inside its namespace, and the harness will wait for every daemon to report
-synced before probing. The daemon has no controllers yet and refuses to start,
-so ``DAEMON_ENABLED`` is False and both hooks do nothing: no controller exists
-yet, and nothing pretends otherwise.
+Every node runs the real command, ``kube-router --master=URL
+--hostname-override=NODE ...``, as a process inside its namespace, logging to
+``<workdir>/<node>/kube-router.log``. After each step the harness asks every
+daemon's ``/statusz`` which resourceVersions its controllers' last successful
+sync covered, and waits until those reach the API server's newest write of
+every kind the controller reads: then the kernel holds what the step asked for.
 """
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
 import urllib.request
+from dataclasses import dataclass
 
-DAEMON_ENABLED = False   # flip once the daemon's controllers exist
 HEALTH_PORT = 20244
+# The controllers the simulation runs, and what each reads from the API.
+CONTROLLERS = {"firewall": ("pods", "namespaces", "networkpolicies")}
+STOP_TIMEOUT = 10.0
+
+
+class DaemonDied(RuntimeError):
+    """A node's kube-router exited; the message carries the end of its log."""
+
+
+@dataclass
+class NodeDaemon:
+    node: str
+    process: subprocess.Popen
+    log_path: str
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return "".join(f.readlines()[-lines:])
+        except OSError:
+            return ""
+
+    def check_alive(self) -> None:
+        if self.process.poll() is not None:
+            raise DaemonDied(f"kube-router on {self.node} exited with {self.process.returncode}:\n"
+                             + self.log_tail())
+
+    def stop(self) -> None:
+        """SIGTERM, as systemd or the kubelet would; SIGKILL if it does not go."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
 
 
 def daemon_argv(bin_dir: str, master: str, node: str) -> list[str]:
     return [os.path.join(bin_dir, "kube-router"), f"--master={master}",
-            f"--hostname-override={node}", "--run-router=true", "--run-firewall=true",
-            "--run-service-proxy=true", f"--health-port={HEALTH_PORT}"]
+            f"--hostname-override={node}", "--run-firewall=true", "--run-router=false",
+            "--run-service-proxy=false", f"--health-port={HEALTH_PORT}"]
 
 
-def start_daemon(node, master: str, bin_dir: str | None = None,
-                 log=print) -> subprocess.Popen | None:
-    """Start kube-router for ``node`` in its namespace; None while no controller exists yet."""
-    if not DAEMON_ENABLED:
-        return None
+def start_daemon(node, master: str, workdir: str, bin_dir: str | None = None,
+                 log=print) -> NodeDaemon:
     argv = daemon_argv(bin_dir or os.path.dirname(sys.executable), master, node.name)
-    log(f"node {node.name}: starting {' '.join(argv[:3])} ...")
-    return node.netns.popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    log_path = os.path.join(workdir, node.name, "kube-router.log")
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    log(f"node {node.name}: {' '.join(os.path.basename(a) if i == 0 else a for i, a in enumerate(argv))}")
+    with open(log_path, "ab") as out:
+        process = node.netns.popen(argv, stdin=subprocess.DEVNULL, stdout=out,
+                                   stderr=subprocess.STDOUT)
+    return NodeDaemon(node.name, process, log_path)
 
 
-def _healthy(address: str) -> bool:
+def _status(address: str) -> dict | None:
     try:
-        with urllib.request.urlopen(f"http://{address}:{HEALTH_PORT}/healthz", timeout=1) as r:
-            return r.status == 200
-    except OSError:
-        return False
+        with urllib.request.urlopen(f"http://{address}:{HEALTH_PORT}/statusz", timeout=1) as r:
+            return json.load(r)
+    except (OSError, ValueError):
+        return None
 
 
-def daemons_synced(nodes, world) -> bool:
-    """Whether every node's daemon answers /healthz from the world namespace (true while
-    no daemon runs)."""
-    if not DAEMON_ENABLED:
-        return True
-    return all(world.call(_healthy, node.address) for node in nodes)
+def lagging(status: dict | None, newest: dict[str, int]) -> list[str]:
+    """What a daemon's /statusz has not caught up with yet (empty = synced)."""
+    if status is None:
+        return ["not answering /statusz yet"]
+    behind = []
+    for controller, kinds in CONTROLLERS.items():
+        seen = (status.get("controllers", {}).get(controller) or {}).get("resource_versions") or {}
+        for kind in kinds:
+            have = int(seen.get(kind) or -1)
+            if have < newest.get(kind, 0):
+                behind.append(f"{controller} has {kind} at {have} of {newest.get(kind, 0)}")
+    return behind
+
+
+def daemons_lagging(nodes, world, newest: dict[str, int]) -> list[str]:
+    """Per node, what its daemon still has to sync (empty when every node caught up)."""
+    out = []
+    for node in nodes:
+        node.daemon.check_alive()
+        behind = lagging(world.call(_status, node.address), newest)
+        if behind:
+            out.append(f"kube-router on {node.name}: " + ", ".join(behind))
+    return out

@@ -1,7 +1,7 @@
 """``kube-router-sim run``: play a scenario's steps against a simulated cluster.
 
 Per step: apply the manifests and deletes to the API server, wait until the
-kubelet has every pod Ready (and, once daemons run, until they report synced),
+kubelet has every pod Ready and every node's kube-router has synced what was written,
 check that deleted pods left no lease or veth, then probe concurrently and
 print the matrix.
 """
@@ -38,9 +38,12 @@ class StepResult:
 def apply_step(cluster: Cluster, step: Step, say) -> None:
     for obj in step.apply:
         meta = obj["metadata"]
-        cluster.api.ensure_object(obj)
+        stored = cluster.api.ensure_object(obj)
         where = f"{meta['namespace']}/" if meta.get("namespace") else ""
-        say(f"applied {obj['kind']} {where}{meta['name']}")
+        extra = ""
+        if obj["kind"] == "Service":
+            extra = f" (ClusterIP {(stored.get('spec') or {}).get('clusterIP')}, allocated by the API server)"
+        say(f"applied {obj['kind']} {where}{meta['name']}{extra}")
     for ref in step.delete:
         cluster.api.delete(ref.kind, ref.namespace, ref.name)
         say(f"deleted {ref.kind} {ref.namespace + '/' if ref.namespace else ''}{ref.name}")
@@ -57,8 +60,12 @@ def _settled(cluster: Cluster) -> tuple[bool, list[str]]:
     waiting = [f"{key} not Ready ({podspec.not_ready_reason(p)})" for key, p in wanted.items()
                if not podspec.is_ready(p) or key not in cluster.pods]
     waiting += [f"{key} still running after delete" for key in cluster.pods if key not in wanted]
-    if not daemon.daemons_synced(cluster.nodes.values(), cluster.world):
-        waiting.append("kube-router daemons not synced")
+    if not waiting:   # the daemons are asked only once the pods they must see exist
+        try:
+            waiting += daemon.daemons_lagging(cluster.nodes.values(), cluster.world,
+                                              cluster.newest_writes())
+        except daemon.DaemonDied as e:
+            raise SettleError(str(e)) from e
     return not waiting and cluster.kubelet.idle(), waiting
 
 
@@ -71,6 +78,23 @@ def wait_settled(cluster: Cluster, timeout: float = SETTLE_TIMEOUT) -> float:
         if time.monotonic() - start > timeout:
             raise SettleError(f"after {timeout:.0f} s: " + "; ".join(waiting or ["kubelet busy"]))
         time.sleep(0.05)
+
+
+def describe_endpoints(cluster: Cluster, namespace: str, name: str) -> str:
+    """The Service's endpoints as the API server's EndpointSlice controller keeps them."""
+    ready = []
+    for eps in cluster.api.list("EndpointSlice"):
+        meta = eps["metadata"]
+        if (meta.get("namespace") != namespace
+                or (meta.get("labels") or {}).get("kubernetes.io/service-name") != name):
+            continue
+        ports = ",".join(str(p.get("port")) for p in eps.get("ports") or [])
+        for ep in eps.get("endpoints") or []:
+            ref = ep.get("targetRef") or {}
+            if (ep.get("conditions") or {}).get("ready"):
+                ready += [f"{ref.get('name', '?')} {a}:{ports}" for a in ep.get("addresses", [])]
+    return (f"Service {namespace}/{name} endpoints (EndpointSlice): "
+            + (", ".join(sorted(ready)) or "none ready"))
 
 
 def cluster_view(cluster: Cluster) -> ClusterView:
@@ -106,12 +130,17 @@ def mark_unsupported(probes: list[Probe]) -> None:
 def play_step(cluster: Cluster, step: Step, say, color: bool = False) -> StepResult:
     apply_step(cluster, step, say)
     took = wait_settled(cluster)
-    say(f"{len(cluster.pods)} pods Ready ({took:.1f} s)")
+    say(f"{len(cluster.pods)} pods Ready, every node's kube-router synced ({took:.1f} s)")
+    for obj in step.apply:
+        if obj["kind"] == "Service":
+            say(describe_endpoints(cluster, obj["metadata"]["namespace"], obj["metadata"]["name"]))
     result = StepResult()
     result.leftovers, result.leftovers_ok = check_leftovers(cluster)
     for node, what in result.leftovers.items():
         say(f"{node}: pods {what['pods']}, IP leases {len(what['leases'])}, "
-            f"pod veths {len(what['veths'])}" + ("" if result.leftovers_ok else "  <- MISMATCH"))
+            f"pod veths {len(what['veths'])}" + ("" if result.leftovers_ok else "  <- MISMATCH")
+            + "; firewall: {pod_chains} pod chains, {policy_chains} policy chains, "
+              "{ipsets} ipsets".format(**what["firewall"]))
     probes = expand_probes(cluster_view(cluster), step)
     mark_unsupported(probes)
     started = time.monotonic()

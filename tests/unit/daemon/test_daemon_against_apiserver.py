@@ -89,3 +89,47 @@ def test_every_change_reaches_the_controller_within_a_second():
         daemon.stop()
         api.close()
         server.stop()
+
+
+def test_statusz_reports_the_resource_versions_each_sync_covered():
+    """What the simulation waits on: after a write, a node is caught up once its controller's
+    last successful sync covered the API server's newest write of every kind it reads."""
+    import json
+    import urllib.request
+
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ApiServer(ServerConfig()).start()
+    config, _ = cli.parse_args([f"--master={server.url}", "--hostname-override=node-a",
+                                f"--health-port={port}", "--health-addr=127.0.0.1",
+                                "--cache-sync-timeout=5s"])
+    watcher = Watcher()
+    watcher.kinds = ("namespaces", "pods")
+    daemon = Daemon(config, [watcher])
+    api = client.ApiClient(client.Configuration(host=server.url))
+    try:
+        daemon.start()
+        core = client.CoreV1Api(api)
+        core.create_namespace({"metadata": {"name": "x"}})
+        newest = server.store.last_write["namespaces"]
+
+        def covered():
+            status = json.loads(daemon.status()[2])["controllers"]["watcher"]
+            return int(status["resource_versions"].get("namespaces") or 0)
+
+        deadline = time.monotonic() + 2
+        while covered() < newest and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert covered() >= newest
+        assert ("namespaces", "x", False) in watcher.seen    # ...and the sync did see it
+        # served on the health port next to /healthz
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/statusz", timeout=2) as r:
+            body = json.load(r)["controllers"]["watcher"]
+        assert body["last_sync"] is not None and int(body["resource_versions"]["pods"]) >= 0
+    finally:
+        daemon.stop()
+        api.close()
+        server.stop()
+

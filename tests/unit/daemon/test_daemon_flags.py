@@ -189,29 +189,36 @@ def test_config_is_immutable():
 ALL_OFF = ["--run-firewall=false", "--run-router=false", "--run-service-proxy=false"]
 
 
-def test_defaults_refused_naming_each_controller_and_what_exists():
+def test_defaults_refused_naming_each_unbuilt_controller_and_what_exists():
     problems = cfg.check_features(parse())
-    assert len(problems) == 3
-    for flag in ("--run-firewall=true", "--run-router=true", "--run-service-proxy=true"):
-        assert any(p.startswith(flag) and "not implemented" in p and "none yet" in p for p in problems)
+    assert len(problems) == 2
+    for flag in ("--run-router=true", "--run-service-proxy=true"):
+        assert any(p.startswith(flag) and "not implemented" in p and "available: firewall" in p
+                   for p in problems)
 
 
-def test_seed_command_line_is_refused_for_the_firewall():
-    problems = cfg.check_features(parse("--master=http://127.0.0.1:8080", "--run-firewall=true",
-                                        "--run-service-proxy=false", "--run-router=false"))
-    assert problems == ["--run-firewall=true: the network policy firewall controller is not implemented "
-                        "in this build (controllers available: none yet); pass --run-firewall=false"]
+def test_seed_command_line_is_accepted():
+    config = parse("--master=http://127.0.0.1:8080", "--run-firewall=true",
+                   "--run-service-proxy=false", "--run-router=false")
+    assert cfg.check_features(config) == []
+    assert config.enabled_controllers() == (cfg.FIREWALL,)
+
+
+def test_unbuilt_controller_refused_while_firewall_exists():
+    problems = cfg.check_features(parse("--run-router=false", "--run-service-proxy=true"))
+    assert problems == ["--run-service-proxy=true: the IPVS service proxy controller is not implemented "
+                        "in this build (controllers available: firewall); pass --run-service-proxy=false"]
 
 
 def test_no_controller_enabled_is_an_error():
     problems = cfg.check_features(parse(*ALL_OFF))
     assert len(problems) == 1 and problems[0].startswith("no controller is enabled")
-    assert "--run-loadbalancer=true" in problems[0] and "none yet" in problems[0]
+    assert "--run-loadbalancer=true" in problems[0] and "available in this build: firewall" in problems[0]
 
 
 @pytest.mark.parametrize("flag", ["--hairpin-mode", "--ipvs-sync-period=1m", "--peer-router-ips=192.0.2.1",
                                   "--enable-pprof", "--cleanup-config", "--loadbalancer-ip-range=192.0.2.0/24",
-                                  "--enable-ipv6", "--iptables-sync-period=1m"])
+                                  "--nodeport-bindon-all-ip", "--routes-sync-period=1m"])
 def test_feature_flag_of_unbuilt_controller_refused(flag):
     problems = cfg.check_features(parse(*ALL_OFF, flag))
     name = flag.split("=")[0]
@@ -239,7 +246,7 @@ def test_main_exit_codes(capsys):
     assert cli.main(ALL_OFF) == 1
     assert "no controller is enabled" in capsys.readouterr().err
     assert cli.main([]) == 1
-    assert "controllers available: none yet" in capsys.readouterr().err
+    assert "controllers available: firewall" in capsys.readouterr().err
 
 
 from hypothesis import given, strategies as st  # noqa: E402

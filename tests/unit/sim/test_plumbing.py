@@ -32,11 +32,23 @@ def test_vm_writes_back_only_the_current_directory(tmp_path, monkeypatch):
     assert vm.outside_cwd("/somewhere-else/r.json")
 
 
-def test_daemon_hook_is_off_until_a_controller_exists():
-    # While the daemon refuses to start, the hook starts nothing and waits for nothing.
-    assert daemon.DAEMON_ENABLED is False
-    assert daemon.start_daemon(object(), "http://172.30.0.1:1") is None
-    assert daemon.daemons_synced([object()], world=None) is True
+def test_daemon_command_line_is_one_the_daemon_accepts():
+    from proxyd import cli, config as cfg
     argv = daemon.daemon_argv("/bin", "http://172.30.0.1:1", "node-a")
     assert argv[:3] == ["/bin/kube-router", "--master=http://172.30.0.1:1",
                         "--hostname-override=node-a"]
+    parsed, action = cli.parse_args(argv[1:])
+    assert action is None and cfg.check_features(parsed) == []
+    assert set(parsed.enabled_controllers()) == set(daemon.CONTROLLERS)
+
+
+def test_daemon_lagging_until_every_kind_reaches_the_newest_write():
+    from proxyd.sim.daemon import lagging
+    newest = {"pods": 40, "namespaces": 12, "networkpolicies": 0, "services": 99}
+    status = {"controllers": {"firewall": {"resource_versions": {
+        "pods": "39", "namespaces": "50", "networkpolicies": "50"}}}}
+    assert lagging(status, newest) == ["firewall has pods at 39 of 40"]
+    status["controllers"]["firewall"]["resource_versions"]["pods"] = "40"
+    assert lagging(status, newest) == []          # services: the firewall does not read them
+    assert lagging({"controllers": {}}, newest) != []      # no sync yet
+    assert lagging(None, newest) == ["not answering /statusz yet"]
