@@ -116,6 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if problems:
         print("kube-router: cannot start:\n" + "\n".join(f"  {p}" for p in problems), file=sys.stderr)
         return 1
+    if config.cleanup_config:
+        from proxyd.cleanup import cleanup
+        return cleanup(config)
     from proxyd import daemon  # the kubernetes client is slow to import: only when starting
     from proxyd.k8s.client import resolve_node_name
     node_name = resolve_node_name(config.hostname_override)

@@ -38,7 +38,7 @@ CLEANUP, PPROF = "cleanup-config", "pprof"
 
 # Which features this build implements. Enabling a controller once it exists
 # is one line here (and passing its object to the Daemon).
-IMPLEMENTED: frozenset[str] = frozenset({FIREWALL})
+IMPLEMENTED: frozenset[str] = frozenset({FIREWALL, CLEANUP})
 
 _ALL3 = (FIREWALL, ROUTER, PROXY)
 
@@ -317,6 +317,8 @@ def check_features(config: Config, implemented: frozenset[str] = IMPLEMENTED) ->
     """
     problems = []
     available = ", ".join(sorted(implemented & set(CONTROLLER_FLAGS))) or "none yet"
+    if config.cleanup_config and CLEANUP in implemented:
+        return []      # removes what this build creates, then exits: no controller runs
     enabled = config.enabled_controllers()
     for controller in enabled:
         if controller not in implemented:

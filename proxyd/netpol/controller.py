@@ -87,3 +87,17 @@ def ensure_bridge_netfilter_calls(families: tuple[int, ...]) -> None:
         except OSError as e:
             log.warning("cannot enable %s (%s): policies will not hold between pods on "
                         "the same node", path, e)
+
+
+def cleanup_firewall(ipsets: IPSetApplier | None = None,
+                     tables: dict[int, TableApplier] | None = None) -> list[str]:
+    """Remove the firewall's hooks, chains and sets in both families; what was removed."""
+    tables = tables or {f: TableApplier(f, "filter", names.is_netpol_chain) for f in (4, 6)}
+    removed = []
+    for family, table in sorted(tables.items()):
+        if table.apply([], []):
+            removed += [f"{'ip6tables' if family == 6 else 'iptables'} {c}"
+                        for c in table.last_rewritten]
+    ipsets = ipsets or IPSetApplier(names.is_netpol_set)
+    removed += [f"ipset {name}" for name in ipsets.cleanup_stale(())]
+    return removed

@@ -210,6 +210,11 @@ def test_unbuilt_controller_refused_while_firewall_exists():
                         "in this build (controllers available: firewall); pass --run-service-proxy=false"]
 
 
+def test_cleanup_config_needs_no_controller_and_ignores_the_run_flags():
+    assert cfg.check_features(parse("--cleanup-config")) == []
+    assert cfg.check_features(parse("--cleanup-config", *ALL_OFF)) == []
+
+
 def test_no_controller_enabled_is_an_error():
     problems = cfg.check_features(parse(*ALL_OFF))
     assert len(problems) == 1 and problems[0].startswith("no controller is enabled")
@@ -217,7 +222,7 @@ def test_no_controller_enabled_is_an_error():
 
 
 @pytest.mark.parametrize("flag", ["--hairpin-mode", "--ipvs-sync-period=1m", "--peer-router-ips=192.0.2.1",
-                                  "--enable-pprof", "--cleanup-config", "--loadbalancer-ip-range=192.0.2.0/24",
+                                  "--enable-pprof", "--loadbalancer-ip-range=192.0.2.0/24",
                                   "--nodeport-bindon-all-ip", "--routes-sync-period=1m"])
 def test_feature_flag_of_unbuilt_controller_refused(flag):
     problems = cfg.check_features(parse(*ALL_OFF, flag))

@@ -169,3 +169,19 @@ def test_one_informer_per_kind_all_six(api, start):
         assert inf.wait_for_sync(5), name
         assert rec.wait(1) == [("ADDED", f"one-{name}")]
     assert sorted(KINDS) == ["endpointslices", "namespaces", "networkpolicies", "nodes", "pods", "services"]
+
+
+def test_resource_version_follows_list_events_and_bookmarks(api, start):
+    """What a controller's sync reports as covered: never ahead of what is in the store."""
+    api.put(PODS.path, "a", "default")
+    inf, rec = start()
+    assert inf.wait_for_sync(5) and int(inf.resource_version) == api.rv
+    until(lambda: api.watch_requests)
+    api.put(PODS.path, "b", "default")
+    rec.wait(2)
+    assert until(lambda: int(inf.resource_version) == api.rv)
+    assert inf.store.get("default/b") is not None
+    api.put(NODES.path, "n1")              # another kind moves the global version on...
+    assert int(inf.resource_version) < api.rv
+    api.bookmark(PODS.path)                # ...and a bookmark catches the pods informer up
+    assert until(lambda: int(inf.resource_version) == api.rv)
