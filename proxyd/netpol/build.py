@@ -21,6 +21,7 @@ A pod that no policy isolates has no chain and is not touched.
 """
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -198,13 +199,14 @@ def _ips(pod: Pod, family: int) -> list[str]:
     return [ip for ip in pod.ips if (":" in ip) == (family == 6)]
 
 
-def _nets(nets: tuple[Network, ...], family: int) -> list[str]:
+def _nets(entries: tuple[str, ...], family: int) -> list[str]:
     out = []
-    for net in nets:
-        if net.version != family:
+    for entry in entries:
+        if (":" in entry) != (family == 6):
             continue
         # ipset's hash:net cannot hold a /0: the two halves cover the same space.
-        out += [str(half) for half in net.subnets()] if net.prefixlen == 0 else [str(net)]
+        out += ([str(half) for half in ipaddress.ip_network(entry).subnets()]
+                if entry.endswith("/0") else [entry])
     return out
 
 

@@ -27,7 +27,7 @@ _FINISHED = ("Succeeded", "Failed")
 NAME_LABEL = "kubernetes.io/metadata.name"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)      # one object per pod: identity is equality, and cheap
 class Pod:
     namespace: str
     name: str
@@ -50,9 +50,13 @@ class PortMatch:
 
 @dataclass(frozen=True)
 class Rule:
-    """One ingress or egress rule: its peers (None = everyone) and ports (() = every port)."""
+    """One ingress or egress rule: its peers (None = everyone) and ports (() = every port).
+
+    Peers are addresses and networks as text, both families: pod IPs as the API
+    gives them, ipBlocks with their excepts cut out.
+    """
     index: int
-    peers: tuple[Network, ...] | None
+    peers: tuple[str, ...] | None
     peer_pods: tuple[Pod, ...]          # the pods among the peers (named ports resolve on them)
     ports: tuple[PortMatch, ...]
 
@@ -75,9 +79,17 @@ class NodeFirewall:
     local_pods: list[Pod] = field(default_factory=list)
     policies: list[Policy] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)   # "<kind> <key>: why it was skipped"
+    _isolating: dict[tuple[str, str], list[Policy]] = field(default_factory=dict, repr=False)
+
+    def add(self, policy: Policy) -> None:
+        self.policies.append(policy)
+        for direction in policy.rules:
+            for pod in policy.targets:
+                self._isolating.setdefault((pod.key, direction), []).append(policy)
 
     def policies_for(self, pod: Pod, direction: str) -> list[Policy]:
-        return [p for p in self.policies if direction in p.rules and pod in p.targets]
+        """The policies isolating ``pod`` in ``direction``, in policy order."""
+        return self._isolating.get((pod.key, direction), [])
 
 
 def pod_from(obj: Mapping) -> Pod | None:
@@ -122,7 +134,7 @@ def build_node_firewall(node: str, pods: Iterable[Mapping], namespaces: Iterable
         meta = obj.get("metadata") or {}
         key = f"{meta.get('namespace', '')}/{meta.get('name', '')}"
         try:
-            fw.policies.append(_policy(obj, fw.local_pods, all_pods, ns_labels))
+            fw.add(_policy(obj, fw.local_pods, all_pods, ns_labels))
         except (ValueError, TypeError, KeyError, AttributeError) as e:
             fw.problems.append(f"NetworkPolicy {key}: {type(e).__name__}: {e}")
     return fw
@@ -175,10 +187,11 @@ def _rule(index: int, raw: Mapping, direction: str, namespace: str, all_pods: li
             continue
         for pod in _peer_pods(peer, namespace, all_pods, ns_labels):
             pods[pod.key] = pod
-    for pod in pods.values():
-        nets += [ipaddress.ip_network(ip) for ip in pod.ips]
+    # Pod addresses stay text: a set holds them as they are, and parsing
+    # thousands of them on every sync is the controller's largest cost.
+    peers = {ip for pod in pods.values() for ip in pod.ips} | {str(n) for n in collapse(nets)}
     peer_pods = tuple(pods[k] for k in sorted(pods))
-    return Rule(index, tuple(collapse(nets)), peer_pods, ports)
+    return Rule(index, tuple(sorted(peers)), peer_pods, ports)
 
 
 def _peer_pods(peer: Mapping, namespace: str, all_pods: list[Pod],
