@@ -11,12 +11,16 @@ PY := $(VENV)/bin/python
 #   podman runc                  a real CNI consumer (libcni) that drives our plugins in the netns tier
 #   containerd runc              containerd's CRI, the path kubelet takes to our plugins (netns tier)
 #   python3-venv                 the virtualenv everything is installed into
+#   gobgpd                       GoBGP, the BGP engine the router drives over gRPC (as kube-router embeds it)
+#   golang-github-osrg-gobgp-dev GoBGP's .proto files, the source of proxyd/routing/gobgp_api
+#   bird2                        an independent BGP peer for the BGP engine's netns tests
 #   kubernetes-client            kubectl, for the embedded API server's tests; left out when a
 #                                kubectl is already installed (a package that owns
 #                                /usr/bin/kubectl, e.g. the cloud SDK's, makes it uninstallable)
 APT_PACKAGES := iproute2 iptables ipset ipvsadm conntrack kmod procps \
 	qemu-system-x86 linux-image-amd64 busybox-static cpio \
 	containernetworking-plugins podman containerd runc python3 python3-venv \
+	gobgpd golang-github-osrg-gobgp-dev bird2 \
 	$(if $(shell command -v kubectl),,kubernetes-client)
 STAMP := $(VENV)/.installed
 
