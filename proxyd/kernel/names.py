@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 
 CHAIN_MAX = 28
 SET_MAX = 31
@@ -75,3 +76,50 @@ def is_netpol_chain(name: str) -> bool:
 def is_netpol_set(name: str) -> bool:
     bare = name[len(IPV6_SET_PREFIX):] if name.startswith(IPV6_SET_PREFIX) else name
     return bare.startswith((SOURCE_SET_PREFIX, DEST_SET_PREFIX))
+
+
+# ---- BGP pod routing -- never change: upgrades depend on it
+# kube-router's rtm_protocol (0x11) for the pod routes it injects: a node moved
+# over from kube-router has its routes recognised as ours.
+ROUTE_PROTOCOL = 17
+TUNNEL_PREFIX = "tun-"
+TUNNEL_HASH_LEN = 11
+_HEX = frozenset("0123456789abcdef")
+
+
+def tunnel_name(node_ip: str) -> str:
+    """kube-router's ipip/ip6ip6 tunnel name for the node at ``node_ip``: "tun-" and the first
+    11 hex digits of sha256(the address with "." and ":" removed). 15 characters, the
+    kernel's interface name limit. IPv6 addresses are taken in compressed form, as Go prints
+    them."""
+    try:
+        node_ip = ipaddress.ip_address(node_ip).compressed
+    except ValueError:
+        pass
+    bare = node_ip.replace(".", "").replace(":", "")
+    return TUNNEL_PREFIX + hashlib.sha256(bare.encode()).hexdigest()[:TUNNEL_HASH_LEN]
+
+
+def is_tunnel_name(name: str) -> bool:
+    tail = name[len(TUNNEL_PREFIX):]
+    return (name.startswith(TUNNEL_PREFIX) and len(tail) == TUNNEL_HASH_LEN
+            and set(tail) <= _HEX)
+
+
+# ---- pod egress SNAT (nat table) -- never change: upgrades depend on it
+# kube-router's set names, so a node moved over keeps one set of each.
+POD_SUBNETS_SET = "kube-router-pod-subnets"
+NODE_IPS_SET = "kube-router-node-ips"
+POD_EGRESS_CHAIN = "KUBE-ROUTER-POD-EGRESS"
+POD_EGRESS_COMMENT = "kube-router pod egress"
+_EGRESS_SETS = {f + s for s in (POD_SUBNETS_SET, NODE_IPS_SET) for f in ("", IPV6_SET_PREFIX)}
+
+
+def is_egress_chain(name: str) -> bool:
+    return name == POD_EGRESS_CHAIN
+
+
+def is_egress_set(name: str) -> bool:
+    """Ours, and the temporary name each is rebuilt under before its swap."""
+    from proxyd.kernel.ipset import temp_name
+    return name in _EGRESS_SETS or any(name == temp_name(s) for s in _EGRESS_SETS)
