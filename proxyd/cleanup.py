@@ -11,10 +11,11 @@ import logging
 
 from proxyd.config import Config
 from proxyd.netpol.controller import cleanup_firewall
+from proxyd.routing.controller import cleanup_routing
 
 log = logging.getLogger(__name__)
 
-CLEANERS = {"network policy firewall": cleanup_firewall}
+CLEANERS = {"network policy firewall": cleanup_firewall, "BGP pod routing": cleanup_routing}
 
 
 def cleanup(config: Config, cleaners=CLEANERS) -> int:

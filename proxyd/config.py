@@ -38,7 +38,7 @@ CLEANUP, PPROF = "cleanup-config", "pprof"
 
 # Which features this build implements. Enabling a controller once it exists
 # is one line here (and passing its object to the Daemon).
-IMPLEMENTED: frozenset[str] = frozenset({FIREWALL, CLEANUP})
+IMPLEMENTED: frozenset[str] = frozenset({FIREWALL, ROUTER, CLEANUP})
 
 _ALL3 = (FIREWALL, ROUTER, PROXY)
 
@@ -122,9 +122,9 @@ def _nets(*cidrs: str) -> tuple:
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    advertise_cluster_ip: bool = _flag(False, "bool", "Add Cluster IP of the service to the RIB so that it gets advertises to the BGP peers.", ROUTER)
-    advertise_external_ip: bool = _flag(False, "bool", "Add External IP of service to the RIB so that it gets advertised to the BGP peers.", ROUTER)
-    advertise_loadbalancer_ip: bool = _flag(False, "bool", "Add LoadbBalancer IP of service status as set by the LB provider to the RIB so that it gets advertised to the BGP peers.", ROUTER)
+    advertise_cluster_ip: bool = _flag(False, "bool", "Add Cluster IP of the service to the RIB so that it gets advertises to the BGP peers.", ROUTER, pending="advertising service IPs waits for the service proxy")
+    advertise_external_ip: bool = _flag(False, "bool", "Add External IP of service to the RIB so that it gets advertised to the BGP peers.", ROUTER, pending="advertising service IPs waits for the service proxy")
+    advertise_loadbalancer_ip: bool = _flag(False, "bool", "Add LoadbBalancer IP of service status as set by the LB provider to the RIB so that it gets advertised to the BGP peers.", ROUTER, pending="advertising service IPs waits for the service proxy")
     advertise_pod_cidr: bool = _flag(True, "bool", "Add Node's POD cidr to the RIB so that it gets advertised to the BGP peers.", ROUTER)
     auto_mtu: bool = _flag(True, "bool", "Auto detect and set the largest possible MTU for kube-bridge and pod interfaces.", ROUTER)
     bgp_graceful_restart: bool = _flag(False, "bool", "Enables the BGP Graceful Restart capability so that routes are preserved on unexpected restarts", ROUTER)
@@ -167,7 +167,7 @@ class Config:
     nodeport_bindon_all_ip: bool = _flag(False, "bool", "For service of NodePort type create IPVS service that listens on all IP's of the node.", PROXY)
     nodes_full_mesh: bool = _flag(True, "bool", "Each node in the cluster will setup BGP peering with rest of the nodes.", ROUTER)
     overlay_type: str = _flag("subnet", "string", "Possible values: subnet,full - When set to \"subnet\", the default, default \"--enable-overlay=true\" behavior is used. When set to \"full\", it changes \"--enable-overlay=true\" default behavior so that IP-in-IP tunneling is used for pod-to-pod networking across nodes regardless of the subnet the nodes are in.", ROUTER, choices=("subnet", "full"))
-    override_nexthop: bool = _flag(False, "bool", "Override the next-hop in bgp routes sent to peers with the local ip.", ROUTER)
+    override_nexthop: bool = _flag(False, "bool", "Override the next-hop in bgp routes sent to peers with the local ip.", ROUTER, pending="next-hop rewriting for route reflectors is not built yet")
     peer_router_asns: tuple[int, ...] = _flag((), "uintSlice", "ASN numbers of the BGP peer to which cluster nodes will advertise cluster ip and node's pod cidr.", ROUTER)
     peer_router_ips: tuple[IPAddress, ...] = _flag((), "ipSlice", "The ip address of the external router to which all nodes will peer and advertise the cluster ip and pod cidr's.", ROUTER)
     peer_router_multihop_ttl: int = _flag(0, "uint8", "Enable eBGP multihop supports -- sets multihop-ttl. (Relevant only if ttl >= 2)", ROUTER)
@@ -329,6 +329,10 @@ def check_features(config: Config, implemented: frozenset[str] = IMPLEMENTED) ->
     for name, field in FLAGS.items():
         used_by = field.metadata["used_by"]
         if name in CONTROLLER_FLAGS.values() or not used_by:
+            continue
+        if field.metadata.get("pending") and getattr(config, field.name) != field.default:
+            problems.append(f"--{name}={format_value(field, getattr(config, field.name))}: "
+                            f"not implemented in this build ({field.metadata['pending']})")
             continue
         if getattr(config, field.name) != field.default and not implemented & set(used_by):
             problems.append(

@@ -3,7 +3,8 @@ health, metrics and a graceful stop.
 
 A controller is any object with ``name``, ``kinds`` (keys of ``k8s.client.KINDS``
 it reads), ``sync_period`` and ``min_sync_interval`` (seconds) and
-``sync(ctx: SyncContext)``. Its sync computes the whole desired state from the
+``sync(ctx: SyncContext)``; optionally ``bind_runner(request)`` (to ask for a sync
+on events of its own) and ``stop()`` (to end child processes). Its sync computes the whole desired state from the
 stores and applies it; the tracker's changes tell it what moved since the
 last successful sync. Nothing syncs before every informer it reads has synced.
 
@@ -120,6 +121,9 @@ class Daemon:
             self.informers[kind].add_handler(lambda _kind, old, new, k=kind: tracker.record(k, old, new))
         self.runners[controller.name] = runner
         self.metrics.add_controller(controller.name)
+        bind = getattr(controller, "bind_runner", None)
+        if bind is not None:      # a controller with events of its own (gobgpd's watch)
+            bind(runner.request)
 
     def _sync(self, controller: Controller, stores, tracker: ChangeTracker,
               informers: Mapping[str, Informer]) -> None:
@@ -169,6 +173,13 @@ class Daemon:
         """Stop informers, runners and endpoints; kernel state is left exactly as it is."""
         for runner in self.runners.values():
             runner.stop()
+        for controller in self.controllers:
+            stop = getattr(controller, "stop", None)
+            if stop is not None:  # child processes (gobgpd) go; kernel state stays
+                try:
+                    stop()
+                except Exception:
+                    log.exception("%s: stopping failed", controller.name)
         for informer in self.informers.values():
             informer.stop()
         for endpoint in self.endpoints:
@@ -183,6 +194,9 @@ def build_controllers(config: Config, node_name: str) -> list[Controller]:
     if config.run_firewall:
         from proxyd.netpol.controller import NetworkPolicyController
         controllers.append(NetworkPolicyController(config, node_name))
+    if config.run_router:
+        from proxyd.routing.controller import RoutingController
+        controllers.append(RoutingController(config, node_name))
     return controllers
 
 

@@ -13,7 +13,7 @@ import subprocess
 from typing import Callable
 
 from proxyd.config import Config
-from proxyd.kernel import names
+from proxyd.kernel import names, sysctl
 from proxyd.kernel.ipset import IPSetApplier
 from proxyd.kernel.iptables import TableApplier
 from proxyd.netpol.build import NodeRanges, build_firewall
@@ -21,8 +21,7 @@ from proxyd.netpol.model import build_node_firewall
 
 log = logging.getLogger(__name__)
 
-BRIDGE_NF = {4: "/proc/sys/net/bridge/bridge-nf-call-iptables",
-             6: "/proc/sys/net/bridge/bridge-nf-call-ip6tables"}
+BRIDGE_NF = {4: "net/bridge/bridge-nf-call-iptables", 6: "net/bridge/bridge-nf-call-ip6tables"}
 MIN_SYNC_INTERVAL = 0.5      # seconds: bursts of pod changes become one sync
 
 
@@ -74,19 +73,14 @@ def ensure_bridge_netfilter_calls(families: tuple[int, ...]) -> None:
     """Pods on one node talk across the CNI bridge: without br_netfilter and
     bridge-nf-call-ip(6)tables=1 that traffic never meets the FORWARD chain, and
     policies would hold only between nodes."""
-    if not os.path.exists(BRIDGE_NF[4]):
+    if not os.path.exists(f"{sysctl.ROOT}/{BRIDGE_NF[4]}"):
         subprocess.run(["modprobe", "br_netfilter"], capture_output=True, check=False)
     for family in families:
-        path = BRIDGE_NF[family]
         try:
-            with open(path) as f:
-                if f.read().strip() == "1":
-                    continue
-            with open(path, "w") as f:
-                f.write("1")
+            sysctl.ensure_sysctl(BRIDGE_NF[family], "1")
         except OSError as e:
             log.warning("cannot enable %s (%s): policies will not hold between pods on "
-                        "the same node", path, e)
+                        "the same node", BRIDGE_NF[family], e)
 
 
 def cleanup_firewall(ipsets: IPSetApplier | None = None,

@@ -189,12 +189,10 @@ def test_config_is_immutable():
 ALL_OFF = ["--run-firewall=false", "--run-router=false", "--run-service-proxy=false"]
 
 
-def test_defaults_refused_naming_each_unbuilt_controller_and_what_exists():
-    problems = cfg.check_features(parse())
-    assert len(problems) == 2
-    for flag in ("--run-router=true", "--run-service-proxy=true"):
-        assert any(p.startswith(flag) and "not implemented" in p and "available: firewall" in p
-                   for p in problems)
+def test_defaults_refused_naming_the_unbuilt_controller_and_what_exists():
+    assert cfg.check_features(parse()) == [
+        "--run-service-proxy=true: the IPVS service proxy controller is not implemented in this "
+        "build (controllers available: firewall, router); pass --run-service-proxy=false"]
 
 
 def test_seed_command_line_is_accepted():
@@ -207,7 +205,22 @@ def test_seed_command_line_is_accepted():
 def test_unbuilt_controller_refused_while_firewall_exists():
     problems = cfg.check_features(parse("--run-router=false", "--run-service-proxy=true"))
     assert problems == ["--run-service-proxy=true: the IPVS service proxy controller is not implemented "
-                        "in this build (controllers available: firewall); pass --run-service-proxy=false"]
+                        "in this build (controllers available: firewall, router); pass "
+                        "--run-service-proxy=false"]
+
+
+@pytest.mark.parametrize("flag", ["--advertise-cluster-ip", "--advertise-external-ip=true",
+                                  "--advertise-loadbalancer-ip", "--override-nexthop"])
+def test_router_flags_whose_feature_is_not_built_are_refused(flag):
+    problems = cfg.check_features(parse("--run-service-proxy=false", flag))
+    assert len(problems) == 1 and problems[0].startswith(flag.split("=")[0] + "=true: not implemented")
+
+
+def test_router_flags_that_are_built_are_accepted():
+    assert cfg.check_features(parse(
+        "--run-service-proxy=false", "--cluster-asn=65000", "--peer-router-ips=192.0.2.1",
+        "--peer-router-asns=65100", "--overlay-type=full", "--routes-sync-period=1m",
+        "--bgp-graceful-restart")) == []
 
 
 def test_cleanup_config_needs_no_controller_and_ignores_the_run_flags():
@@ -218,12 +231,12 @@ def test_cleanup_config_needs_no_controller_and_ignores_the_run_flags():
 def test_no_controller_enabled_is_an_error():
     problems = cfg.check_features(parse(*ALL_OFF))
     assert len(problems) == 1 and problems[0].startswith("no controller is enabled")
-    assert "--run-loadbalancer=true" in problems[0] and "available in this build: firewall" in problems[0]
+    assert "--run-loadbalancer=true" in problems[0] and "available in this build: firewall, router" in problems[0]
 
 
-@pytest.mark.parametrize("flag", ["--hairpin-mode", "--ipvs-sync-period=1m", "--peer-router-ips=192.0.2.1",
+@pytest.mark.parametrize("flag", ["--hairpin-mode", "--ipvs-sync-period=1m", "--masquerade-all",
                                   "--enable-pprof", "--loadbalancer-ip-range=192.0.2.0/24",
-                                  "--nodeport-bindon-all-ip", "--routes-sync-period=1m"])
+                                  "--nodeport-bindon-all-ip", "--service-tcp-timeout=1m"])
 def test_feature_flag_of_unbuilt_controller_refused(flag):
     problems = cfg.check_features(parse(*ALL_OFF, flag))
     name = flag.split("=")[0]

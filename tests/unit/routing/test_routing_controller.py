@@ -1,0 +1,164 @@
+"""The routing controller's reconciliation against stateful fakes of gobgpd and the kernel."""
+import pytest
+
+from proxyd import cli
+from proxyd.k8s.cache import Store
+from proxyd.routing.bgp import Path
+from proxyd.routing.controller import RoutingController
+
+
+class FakeGobgpd:
+    api_target = "127.0.0.1:50051"
+
+    def __init__(self):
+        self.alive, self.starts, self.returncode = False, 0, None
+
+    def start(self):
+        self.alive, self.starts = True, self.starts + 1
+
+    def stop(self):
+        self.alive = False
+
+
+class FakeSpeaker:
+    """gobgpd's state as the controller can change and read it."""
+
+    def __init__(self, target):
+        self.started = None
+        self.peers, self.adverts, self.learned, self.watching = {}, set(), [], 0
+
+    def start(self, asn, router_id, listen_port=179, **_):
+        assert self.started is None, "StartBgp twice"
+        self.started = (asn, router_id, listen_port)
+
+    def stop(self):
+        self.started, self.peers, self.adverts = None, {}, set()
+
+    def add_peer(self, peer):
+        assert peer.address not in self.peers
+        self.peers[peer.address] = peer
+
+    def delete_peer(self, address):
+        del self.peers[address]
+
+    def advertise(self, prefix, nexthop):
+        self.adverts.add((prefix, nexthop))
+
+    def withdraw(self, prefix, nexthop):
+        self.adverts.remove((prefix, nexthop))
+
+    def paths(self, family):
+        local = [Path(p, n, best=True, local=True) for p, n in self.adverts]
+        return local + [p for p in self.learned if (":" in p.prefix) == family.startswith("ipv6")]
+
+    def watch_best_paths(self, callback, on_error=None, **_):
+        self.watching += 1
+        return type("Watch", (), {"running": True, "stop": lambda self: None})()
+
+    def close(self):
+        pass
+
+
+class FakeRoutes:
+    def __init__(self):
+        self.tunnels, self.routes = [], []
+
+    def sync_tunnels(self, desired):
+        self.tunnels = list(desired)
+        return []
+
+    def sync_routes(self, desired):
+        self.routes = list(desired)
+        return []
+
+
+class Ctx:
+    def __init__(self, store):
+        self.stores = {"nodes": store}
+
+
+def node(name, ip, cidr, **annotations):
+    return {"metadata": {"name": name, "resourceVersion": "1", "annotations": annotations},
+            "spec": {"podCIDR": cidr, "podCIDRs": [cidr]},
+            "status": {"addresses": [{"type": "InternalIP", "address": ip}]}}
+
+
+def make(*flags):
+    config, _ = cli.parse_args(["--run-router=true", "--enable-pod-egress=false", *flags])
+    speakers = []
+
+    def factory(target):
+        speakers.append(FakeSpeaker(target))
+        return speakers[-1]
+    ctl = RoutingController(config, "node-a", gobgpd=FakeGobgpd(), speaker_factory=factory,
+                            routes=FakeRoutes(), connected=lambda: ["172.30.0.0/24"])
+    return ctl, speakers
+
+
+@pytest.fixture(autouse=True)
+def no_sysctl(monkeypatch):
+    # forwarding sysctls belong to the machine: a unit test must not write them
+    monkeypatch.setattr("proxyd.routing.controller.ensure_sysctl", lambda *a: False)
+
+
+def two_nodes():
+    return store(node("node-a", "172.30.0.10", "10.244.0.0/24"),
+                 node("node-b", "172.30.0.11", "10.244.1.0/24"))
+
+
+def store(*nodes):
+    s = Store()
+    s.replace(list(nodes))
+    return s
+
+
+def test_first_sync_starts_gobgpd_peers_every_node_and_advertises_the_pod_cidr():
+    ctl, speakers = make()
+    nodes = two_nodes()
+    ctl.sync(Ctx(nodes))
+    sp = speakers[0]
+    assert ctl.gobgpd.starts == 1 and sp.started == (64512, "172.30.0.10", 179)
+    assert list(sp.peers) == ["172.30.0.11"] and sp.adverts == {("10.244.0.0/24", "172.30.0.10")}
+    # node-b's advert arrives: a direct route via node-b on the shared subnet
+    sp.learned = [Path("10.244.1.0/24", "172.30.0.11", "172.30.0.11", best=True)]
+    ctl.sync(Ctx(nodes))
+    assert [(r.prefix, r.gateway) for r in ctl.routes.routes] == [("10.244.1.0/24", "172.30.0.11")]
+    # node-b leaves: its peer goes; the learned path is withdrawn by gobgpd itself
+    sp.learned = []
+    ctl.sync(Ctx(store(node("node-a", "172.30.0.10", "10.244.0.0/24"))))
+    assert sp.peers == {} and ctl.routes.routes == [] and ctl.gobgpd.starts == 1
+
+
+def test_gobgpd_crash_restarts_it_and_restores_peers_and_adverts():
+    ctl, speakers = make()
+    nodes = two_nodes()
+    ctl.sync(Ctx(nodes))
+    ctl.gobgpd.alive = False                     # it died
+    ctl.sync(Ctx(nodes))
+    fresh = speakers[-1]
+    assert ctl.gobgpd.starts == 2 and len(speakers) == 2
+    assert list(fresh.peers) == ["172.30.0.11"] and fresh.adverts == {("10.244.0.0/24", "172.30.0.10")}
+
+
+def test_asn_annotation_change_restarts_the_speaker_and_a_bad_node_is_skipped():
+    ctl, speakers = make()
+    a = node("node-a", "172.30.0.10", "10.244.0.0/24")
+    broken = {"metadata": {"name": "node-x"}, "spec": {}, "status": {}}
+    ctl.sync(Ctx(store(a, node("node-b", "172.30.0.11", "10.244.1.0/24"), broken)))
+    assert ctl._problems == ["node node-x has no InternalIP or ExternalIP"]
+    a2 = node("node-a", "172.30.0.10", "10.244.0.0/24", **{"kube-router.io/node.asn": "65010"})
+    ctl.sync(Ctx(store(a2, node("node-b", "172.30.0.11", "10.244.1.0/24"))))
+    sp = speakers[0]
+    assert sp.started == (65010, "172.30.0.10", 179)
+    assert sp.peers == {}                       # node-b is in another AS now: no iBGP
+    assert sp.adverts == {("10.244.0.0/24", "172.30.0.10")}
+
+
+def test_missing_own_node_fails_the_sync_naming_it():
+    ctl, _ = make()
+    try:
+        ctl.sync(Ctx(store(node("node-b", "172.30.0.11", "10.244.1.0/24"))))
+    except ValueError as e:
+        assert "node-a" in str(e)
+    else:
+        raise AssertionError("a sync without this node's Node object must fail")
