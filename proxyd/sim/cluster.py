@@ -2,8 +2,9 @@
 
 A private "world" namespace holds the underlay bridge and the API server (on
 the bridge's address, so every node reaches it); every node is a namespace on
-the underlay, registered as a Node object whose pod CIDR the API server
-allocates, with its CNI configuration written by ``kube-router-cni generate
+the underlay running kube-router (firewall and BGP router: pod routes between
+nodes are learned over BGP, nothing is routed statically), registered as a
+Node object whose pod CIDR the API server allocates, with its CNI configuration written by ``kube-router-cni generate
 --master URL --node-name NODE`` run inside the node (the operator's path). The
 kubelet (kubelet.py) turns Pods bound to a node into namespaces plumbed by our
 CNI plugins. Every namespace, process and file made here is removed by
@@ -57,6 +58,7 @@ class Cluster:
         self.api: SimApi | None = None
         self.nodes: dict[str, Node] = {}
         self.kubelet: Kubelet | None = None
+        self.shown_routes: dict | None = None     # the BGP routes last printed by the harness
 
     def __enter__(self) -> "Cluster":
         try:
@@ -91,7 +93,6 @@ class Cluster:
         self.log(f"API server {self.api_url} (in the world namespace, reachable from every node)")
         for i, name in enumerate(self.node_names):
             self._add_node(name, str(UNDERLAY[10 + i]))
-        self._add_static_routes()
         self.kubelet = Kubelet(self, self.api, self.log)
         self.kubelet.start()
         for node in self.nodes.values():
@@ -139,14 +140,23 @@ class Cluster:
                           {"type": "Hostname", "address": name}],
             "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}]})
 
-    def _add_static_routes(self) -> None:
-        # Static routes between nodes stand in for BGP pod routing until the
-        # daemon's router runs in the simulation.
+    def bgp_routes(self) -> dict[str, list[str]]:
+        """Per node, the routes kube-router's router put in its kernel ("dst via gw")."""
+        out = {}
         for node in self.nodes.values():
-            for other in self.nodes.values():
-                if other is not node:
-                    node.netns.exec(f"ip route replace {other.pod_cidr} via {other.address} "
-                                    "proto static")
+            routes = json.loads(node.netns.exec(
+                f"ip -j route show proto {names.ROUTE_PROTOCOL}").stdout or "[]")
+            out[node.name] = sorted(f"{r.get('dst')} via {r.get('gateway') or r.get('dev')}"
+                                    for r in routes)
+        return out
+
+    def missing_routes(self) -> list[str]:
+        """Pod CIDRs of other nodes that a node has no BGP-learned route for yet."""
+        routes = self.bgp_routes()
+        return [f"{node.name} has no route to {other.name}'s {other.pod_cidr}"
+                for node in self.nodes.values() for other in self.nodes.values()
+                if other is not node and not any(r.startswith(other.pod_cidr + " ")
+                                                 for r in routes[node.name])]
 
     def close(self) -> None:
         errors = []

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 HEALTH_PORT = 20244
 # The controllers the simulation runs, and what each reads from the API.
-CONTROLLERS = {"firewall": ("pods", "namespaces", "networkpolicies")}
+CONTROLLERS = {"firewall": ("pods", "namespaces", "networkpolicies"), "router": ("nodes",)}
 STOP_TIMEOUT = 10.0
 
 
@@ -58,7 +58,7 @@ class NodeDaemon:
 
 def daemon_argv(bin_dir: str, master: str, node: str) -> list[str]:
     return [os.path.join(bin_dir, "kube-router"), f"--master={master}",
-            f"--hostname-override={node}", "--run-firewall=true", "--run-router=false",
+            f"--hostname-override={node}", "--run-firewall=true", "--run-router=true",
             "--run-service-proxy=false", f"--health-port={HEALTH_PORT}"]
 
 

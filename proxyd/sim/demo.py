@@ -21,7 +21,8 @@ def demo(out=print) -> int:
     out("kube-router-sim demo: nodes and pods are network namespaces on this machine;")
     out("manifests go to an in-memory API server, a kubelet loop creates each pod with our")
     out("CNI plugins (bridge + host-local + portmap), and every step is probed live.")
-    out("(pod routes between the nodes are static until the daemon's BGP routing runs)")
+    out("Every node runs kube-router: its firewall enforces NetworkPolicies, and its BGP router")
+    out("(gobgpd) learns the other nodes' pod CIDRs; the first sessions take gobgpd 5-10 s.")
     try:
         ok, _, _ = play(scenario, out, color=sys.stdout.isatty())
     except SettleError as exc:

@@ -66,6 +66,7 @@ def _settled(cluster: Cluster) -> tuple[bool, list[str]]:
                                               cluster.newest_writes())
         except daemon.DaemonDied as e:
             raise SettleError(str(e)) from e
+        waiting += cluster.missing_routes()
     return not waiting and cluster.kubelet.idle(), waiting
 
 
@@ -131,6 +132,11 @@ def play_step(cluster: Cluster, step: Step, say, color: bool = False) -> StepRes
     apply_step(cluster, step, say)
     took = wait_settled(cluster)
     say(f"{len(cluster.pods)} pods Ready, every node's kube-router synced ({took:.1f} s)")
+    routes = cluster.bgp_routes()
+    if routes != cluster.shown_routes:
+        for node, lines in routes.items():
+            say(f"{node}: pod routes learned over BGP: {', '.join(lines) or 'none'}")
+        cluster.shown_routes = routes
     for obj in step.apply:
         if obj["kind"] == "Service":
             say(describe_endpoints(cluster, obj["metadata"]["namespace"], obj["metadata"]["name"]))

@@ -164,6 +164,9 @@ def test_demo_runs_green(tmp_path):
     assert "x/a            -> node/node-a 172.30.0.10:8080/tcp  answered by x/a" in out
     assert "pod x/b on node-a: removed (CNI DEL, namespace deleted)" in out
     assert "node-a: pods 1, IP leases 1, pod veths 1" in out
+    # pod routes between the nodes come from each node's kube-router over BGP
+    assert "node-a: pod routes learned over BGP: 10.244.1.0/24 via 172.30.0.11" in out
+    assert "node-b: pod routes learned over BGP: 10.244.0.0/24 via 172.30.0.10" in out
 
 
 @pytest.mark.skipif(os.path.exists("/proc/net/ip_vs"), reason="this kernel has IPVS")

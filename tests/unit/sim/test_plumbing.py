@@ -44,11 +44,12 @@ def test_daemon_command_line_is_one_the_daemon_accepts():
 
 def test_daemon_lagging_until_every_kind_reaches_the_newest_write():
     from proxyd.sim.daemon import lagging
-    newest = {"pods": 40, "namespaces": 12, "networkpolicies": 0, "services": 99}
+    newest = {"pods": 40, "namespaces": 12, "networkpolicies": 0, "services": 99, "nodes": 3}
     status = {"controllers": {"firewall": {"resource_versions": {
-        "pods": "39", "namespaces": "50", "networkpolicies": "50"}}}}
+        "pods": "39", "namespaces": "50", "networkpolicies": "50"}},
+        "router": {"resource_versions": {"nodes": "7"}}}}
     assert lagging(status, newest) == ["firewall has pods at 39 of 40"]
     status["controllers"]["firewall"]["resource_versions"]["pods"] = "40"
-    assert lagging(status, newest) == []          # services: the firewall does not read them
+    assert lagging(status, newest) == []          # services: neither controller reads them
     assert lagging({"controllers": {}}, newest) != []      # no sync yet
     assert lagging(None, newest) == ["not answering /statusz yet"]
