@@ -104,6 +104,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from cni.iptables import FileLock, Iptables, SavedTable, rule_target, run_command, transact
+from proxyd.kernel import names
 
 MAX_CHAIN_NAME = 28
 
@@ -191,23 +192,29 @@ def _check_rules(name: str, rules) -> None:
             raise ValueError(f"chain {name!r}: bad rule text {rule!r}")
 
 
-def _hook_edits(rules: list[str], want: list[str], owned) -> tuple[list[str], list[str]]:
-    """(rules to delete, rules to insert from position k+1) so ``want`` leads ``rules``.
+def _hook_edits(rules: list[str], want: list[str], owned,
+                sibling=lambda target: False) -> tuple[list[str], list[str], int]:
+    """(rules to delete, rules to insert, the position they go after) so ``want`` leads ``rules``.
 
-    The leading rules that are already right and appear only once stay. Every
-    other rule of ours after them is deleted by its text (-D removes the first
-    copy, and none of the kept rules has that text) and the rest of the hooks
-    are inserted after the kept ones.
+    Rules jumping to a sibling's chains (another controller of this daemon
+    hooking the same built-in chain) are looked through: each controller keeps
+    its hooks ahead of every foreign rule without fighting the others over
+    position 1. The leading hooks that are already right and appear only once
+    stay; every other rule of ours after them is deleted by its text (-D
+    removes the first copy, and none of the kept rules has that text) and the
+    rest of the hooks are inserted right after the last kept one.
     """
+    mine = [rule for rule in rules if not sibling(rule_target(rule))]
     k = 0
-    while k < len(want) and k < len(rules) and rules[k] == want[k] and rules.count(want[k]) == 1:
+    while k < len(want) and k < len(mine) and mine[k] == want[k] and mine.count(want[k]) == 1:
         k += 1
-    deletes = [rule for rule in rules[k:] if owned(rule_target(rule))]
-    return deletes, want[k:]
+    deletes = [rule for rule in mine[k:] if owned(rule_target(rule))]
+    return deletes, want[k:], (rules.index(want[k - 1]) + 1 if k else 0)
 
 
 def build_restore(table: str, saved: SavedTable, desired: dict[str, tuple[str, ...]],
-                  hooks: dict[str, list[str]], owned) -> tuple[str, list[str]]:
+                  hooks: dict[str, list[str]], owned,
+                  sibling=lambda target: False) -> tuple[str, list[str]]:
     """Restore text that makes our part of ``saved`` match; "" when it already does.
 
     Also returns the sorted names of every chain the text changes.
@@ -221,9 +228,10 @@ def build_restore(table: str, saved: SavedTable, desired: dict[str, tuple[str, .
     for name in sorted(set(saved.chains) | set(hooks)):
         if name in desired or name in stale:
             continue
-        deletes, inserts = _hook_edits(saved.rules(name), hooks.get(name, []), owned)
+        deletes, inserts, after = _hook_edits(saved.rules(name), hooks.get(name, []), owned,
+                                              sibling)
         if deletes or inserts:
-            edits.append((name, deletes, len(hooks.get(name, [])) - len(inserts), inserts))
+            edits.append((name, deletes, after, inserts))
     if not (rewrite or stale or edits):
         return "", []
     lines = [f"*{table}"]
@@ -242,10 +250,15 @@ class TableApplier:
     """Keeps our chains and hooks in one table of one family as desired."""
 
     def __init__(self, family: int, table: str, owned: Callable[[str], bool], *, run=run_command,
-                 lock=None, log=logging.getLogger(__name__)):
+                 lock=None, log=logging.getLogger(__name__),
+                 siblings: Callable[[str], bool] | None = None):
+        """``siblings``: chains of this daemon's other controllers (default: every chain
+        names.py knows); their hooks may sit among ours at the top of a built-in chain."""
         if table not in BUILTIN_CHAINS:
             raise ValueError(f"unknown iptables table {table!r}")
         self.family, self.table, self.owned = family, table, owned
+        siblings = names.is_daemon_chain if siblings is None else siblings
+        self._sibling = lambda target: bool(target) and not owned(target) and siblings(target)
         self._tables = Iptables(family, run)
         self._lock = FileLock() if lock is None else lock
         self._log = log
@@ -263,7 +276,8 @@ class TableApplier:
 
         def build(saved: SavedTable) -> str:
             nonlocal written
-            text, self.last_rewritten = build_restore(self.table, saved, desired, wanted, self.owned)
+            text, self.last_rewritten = build_restore(self.table, saved, desired, wanted, self.owned,
+                                                      self._sibling)
             self.last_saved, written = saved, text.count("\n")
             return text
 

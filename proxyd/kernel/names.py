@@ -123,3 +123,29 @@ def is_egress_set(name: str) -> bool:
     """Ours, and the temporary name each is rebuilt under before its swap."""
     from proxyd.kernel.ipset import temp_name
     return name in _EGRESS_SETS or any(name == temp_name(s) for s in _EGRESS_SETS)
+
+
+# ---- IPVS service proxy -- never change: upgrades depend on it
+DUMMY_IF = "kube-dummy-if"                         # kube-router's: the VIPs live here
+SERVICE_SNAT_CHAIN = "KUBE-ROUTER-SERVICES-SNAT"   # nat: SNAT of IPVS-forwarded traffic
+SERVICE_FILTER_CHAIN = "KUBE-ROUTER-SERVICES"      # filter INPUT: what a VIP accepts
+SERVICE_HOOK_COMMENT = "kube-router service proxy"
+SERVICE_VIPS_SET = "kube-router-svip"              # kube-router's set names
+SERVICE_VIP_PORTS_SET = "kube-router-svip-prt"
+SERVICE_POD_SUBNETS_SET = "kube-router-service-pods"
+_SERVICE_SETS = {f + s for s in (SERVICE_VIPS_SET, SERVICE_VIP_PORTS_SET, SERVICE_POD_SUBNETS_SET)
+                 for f in ("", IPV6_SET_PREFIX)}
+
+
+def is_service_chain(name: str) -> bool:
+    return name in (SERVICE_SNAT_CHAIN, SERVICE_FILTER_CHAIN)
+
+
+def is_service_set(name: str) -> bool:
+    from proxyd.kernel.ipset import temp_name
+    return name in _SERVICE_SETS or any(name == temp_name(s) for s in _SERVICE_SETS)
+
+
+def is_daemon_chain(name: str) -> bool:
+    """Any chain of any controller of this daemon."""
+    return is_netpol_chain(name) or is_egress_chain(name) or is_service_chain(name)

@@ -400,3 +400,28 @@ def test_save_quote_matches_xtables_save_string(value, printed):
 def test_unknown_table_is_refused():
     with pytest.raises(ValueError, match="unknown iptables table"):
         TableApplier(4, "filtre", owned)
+
+
+def test_two_controllers_hooking_one_builtin_do_not_fight_over_position_one(fake):
+    """Each keeps its hooks ahead of every foreign rule; the other's hooks are looked
+    through, so neither rewrites anything once both have applied."""
+    mine = lambda name: name.startswith("KR-A")            # noqa: E731
+    theirs = lambda name: name.startswith("KR-B")          # noqa: E731
+    either = lambda name: mine(name) or theirs(name)       # noqa: E731
+    a = TableApplier(4, "filter", mine, run=fake, lock=fake.applier_lock, siblings=either)
+    b = TableApplier(4, "filter", theirs, run=fake, lock=fake.applier_lock, siblings=either)
+    state_a = ([Chain("KR-A", ("-j RETURN",))], [Hook("INPUT", "-j KR-A")])
+    state_b = ([Chain("KR-B", ("-j RETURN",))], [Hook("INPUT", "-j KR-B"),
+                                                  Hook("INPUT", "-m comment --comment b2 -j KR-B")])
+    assert a.apply(*state_a) and b.apply(*state_b)
+    for _ in range(3):
+        assert a.apply(*state_a) == 0 and b.apply(*state_b) == 0
+    rules = fake.rules("INPUT")
+    assert set(rules[:3]) == {"-j KR-A", "-j KR-B", "-m comment --comment b2 -j KR-B"}
+    assert rules.index("-j KR-B") < rules.index("-m comment --comment b2 -j KR-B")
+    # a foreign rule pushed to the top is overtaken by both again, still without a fight
+    fake.seed("*filter\n-I INPUT 1 -j FOREIGN\nCOMMIT\n")
+    a.apply(*state_a)
+    b.apply(*state_b)
+    assert fake.rules("INPUT")[3] == "-j FOREIGN"
+    assert a.apply(*state_a) == 0 and b.apply(*state_b) == 0
