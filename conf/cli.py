@@ -182,18 +182,34 @@ def update(ctx, file, root, to_conflist, output, remove_old, **params):
 @click.option("--cni-bin-dir", default=defaults.CNI_BIN_DIR, show_default=True)
 @click.option("--reference-dir", default=defaults.REFERENCE_DIR, show_default=True,
               help="The containernetworking reference plugins (for loopback).")
+@click.option("--lib-dir", default=None, metavar="DIR",
+              help="Host mode: copy the plugins' Python package into DIR (a path on the "
+                   "node, written under --root) and point the launchers at it, for an "
+                   "installer that is not on the node itself (a DaemonSet's init container).")
+@click.option("--python", "python", default=None, metavar="PATH",
+              help="With --lib-dir: the node's Python (>= 3.11) the launchers run "
+                   "[default: /usr/bin/python3].")
 @click.option("--no-config", is_flag=True, help="Install the executables only.")
 @click.pass_context
-def install(ctx, cni_bin_dir, reference_dir, no_config, **params):
+def install(ctx, cni_bin_dir, reference_dir, lib_dir, python, no_config, **params):
     """Put the plugin executables into the CNI bin dir, then write the configuration."""
-    from conf.install import ensure_plugins
+    from conf.install import HOST_PYTHON, ensure_host_plugins, ensure_plugins
 
     root = params["root"]
-    installed, warnings = ensure_plugins(under_root(root, cni_bin_dir),
-                                         under_root(root, reference_dir), params["plugins"])
-    for item in installed:
+    if lib_dir:
+        report = ensure_host_plugins(root, cni_bin_dir, reference_dir, params["plugins"],
+                                     python or HOST_PYTHON, lib_dir)
+    elif python:
+        raise ConfError("--python needs --lib-dir: that interpreter can only import the "
+                        "plugins from a copy made for it")
+    else:
+        report = ensure_plugins(under_root(root, cni_bin_dir),
+                                under_root(root, reference_dir), params["plugins"])
+    for item in report.installed:
         click.echo(f"{'installed' if item.written else 'unchanged'} {item.path} ({item.note})")
-    for warning in warnings:
+    for path in report.removed:
+        click.echo(f"removed {path} (an older copy of the plugins)")
+    for warning in report.warnings:
         click.echo(f"warning: {warning}", err=True)
     if not no_config:
         generate_config(ctx, params)
