@@ -26,3 +26,14 @@ def tcp_exchange(client_ns, server_ns, server_ip: str, port: int = 8080) -> str:
     finally:
         client.close()
         server.close()
+
+
+def read_line(sock) -> str:
+    """Read until the peer's newline (or its close); the text without it."""
+    answer = b""
+    while not answer.endswith(b"\n"):
+        chunk = sock.recv(64)
+        if not chunk:
+            break
+        answer += chunk
+    return answer.decode().strip()

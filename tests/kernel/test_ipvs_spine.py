@@ -14,6 +14,7 @@ import threading
 import pytest
 
 from helpers.netns import veth_pair
+from helpers.traffic import read_line
 
 VIP = "10.96.0.10"
 VPORT = 80
@@ -88,13 +89,7 @@ def request_vip(node) -> tuple[str, int]:
     try:
         client.connect((VIP, VPORT))
         port = client.getsockname()[1]
-        answer = b""
-        while not answer.endswith(b"\n"):
-            chunk = client.recv(64)
-            if not chunk:
-                break
-            answer += chunk
-        return answer.decode().strip(), port
+        return read_line(client), port
     finally:
         client.close()
 

@@ -8,8 +8,8 @@ import logging
 import socket
 
 import pytest
-from pyroute2.netlink.exceptions import NetlinkError
 
+from helpers.netlink_fakes import Msg, refuse
 from proxyd.kernel import names
 from proxyd.kernel.routes import (Route, RouteApplier, RouteSyncError, Tunnel,
                                   TunnelModuleMissing)
@@ -18,21 +18,6 @@ A4, B4, C4 = "10.0.0.1", "10.0.0.2", "10.0.0.3"
 A6, B6 = "fd00::1", "fd00::2"
 TUN_B4, TUN_C4, TUN_B6 = names.tunnel_name(B4), names.tunnel_name(C4), names.tunnel_name(B6)
 PROTO = names.ROUTE_PROTOCOL
-
-
-class Msg(dict):
-    """A netlink message as the applier reads it: fields and attributes by name,
-    nested ones by a tuple path."""
-
-    def get(self, key, default=None):
-        node = self
-        for part in key if isinstance(key, tuple) else (key,):
-            node = dict.get(node, part) if isinstance(node, dict) else None
-        return default if node is None else node
-
-
-def refuse(code):
-    return NetlinkError(code, errno.errorcode[code])
 
 
 class FakeKernel:
