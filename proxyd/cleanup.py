@@ -11,11 +11,15 @@ import logging
 
 from proxyd.config import Config
 from proxyd.netpol.controller import cleanup_firewall
+from proxyd.proxy.controller import cleanup_proxy
 from proxyd.routing.controller import cleanup_routing
 
 log = logging.getLogger(__name__)
 
-CLEANERS = {"network policy firewall": cleanup_firewall, "BGP pod routing": cleanup_routing}
+# Each takes the Config: the proxy's ownership of IPVS services follows the flags' ranges.
+CLEANERS = {"network policy firewall": lambda config: cleanup_firewall(),
+            "BGP pod routing": lambda config: cleanup_routing(),
+            "IPVS service proxy": cleanup_proxy}
 
 
 def cleanup(config: Config, cleaners=CLEANERS) -> int:
@@ -24,7 +28,7 @@ def cleanup(config: Config, cleaners=CLEANERS) -> int:
     failed = []
     for what, clean in cleaners.items():
         try:
-            removed = clean()
+            removed = clean(config)
             log.info("cleanup: %s: removed %s", what, ", ".join(removed) or "nothing (none found)")
         except Exception as e:  # one part failing must not keep the others in place
             log.error("cleanup: %s failed: %s", what, e)

@@ -197,6 +197,9 @@ def build_controllers(config: Config, node_name: str) -> list[Controller]:
     if config.run_router:
         from proxyd.routing.controller import RoutingController
         controllers.append(RoutingController(config, node_name))
+    if config.run_service_proxy:
+        from proxyd.proxy.controller import ServiceProxyController
+        controllers.append(ServiceProxyController(config, node_name))
     return controllers
 
 

@@ -189,10 +189,10 @@ def test_config_is_immutable():
 ALL_OFF = ["--run-firewall=false", "--run-router=false", "--run-service-proxy=false"]
 
 
-def test_defaults_refused_naming_the_unbuilt_controller_and_what_exists():
-    assert cfg.check_features(parse()) == [
-        "--run-service-proxy=true: the IPVS service proxy controller is not implemented in this "
-        "build (controllers available: firewall, router); pass --run-service-proxy=false"]
+def test_defaults_are_accepted_now_that_every_controller_exists():
+    config = parse()
+    assert cfg.check_features(config) == []
+    assert set(config.enabled_controllers()) == {cfg.FIREWALL, cfg.ROUTER, cfg.PROXY}
 
 
 def test_seed_command_line_is_accepted():
@@ -202,18 +202,20 @@ def test_seed_command_line_is_accepted():
     assert config.enabled_controllers() == (cfg.FIREWALL,)
 
 
-def test_unbuilt_controller_refused_while_firewall_exists():
-    problems = cfg.check_features(parse("--run-router=false", "--run-service-proxy=true"))
-    assert problems == ["--run-service-proxy=true: the IPVS service proxy controller is not implemented "
-                        "in this build (controllers available: firewall, router); pass "
-                        "--run-service-proxy=false"]
+def test_unbuilt_controller_is_refused_naming_what_exists():
+    problems = cfg.check_features(parse("--run-loadbalancer=true"))
+    assert problems == ["--run-loadbalancer=true: the LoadBalancer IP allocator controller is not "
+                        "implemented in this build (controllers available: firewall, router, "
+                        "service-proxy); pass --run-loadbalancer=false"]
 
 
 @pytest.mark.parametrize("flag", ["--advertise-cluster-ip", "--advertise-external-ip=true",
-                                  "--advertise-loadbalancer-ip", "--override-nexthop"])
-def test_router_flags_whose_feature_is_not_built_are_refused(flag):
-    problems = cfg.check_features(parse("--run-service-proxy=false", flag))
-    assert len(problems) == 1 and problems[0].startswith(flag.split("=")[0] + "=true: not implemented")
+                                  "--advertise-loadbalancer-ip", "--override-nexthop",
+                                  "--service-tcp-timeout=5m", "--runtime-endpoint=/run/containerd.sock"])
+def test_flags_whose_feature_is_not_built_are_refused(flag):
+    problems = cfg.check_features(parse(flag))
+    name = flag.split("=")[0]
+    assert len(problems) == 1 and problems[0].startswith(name + "=") and "not implemented" in problems[0]
 
 
 def test_router_flags_that_are_built_are_accepted():
@@ -231,12 +233,11 @@ def test_cleanup_config_needs_no_controller_and_ignores_the_run_flags():
 def test_no_controller_enabled_is_an_error():
     problems = cfg.check_features(parse(*ALL_OFF))
     assert len(problems) == 1 and problems[0].startswith("no controller is enabled")
-    assert "--run-loadbalancer=true" in problems[0] and "available in this build: firewall, router" in problems[0]
+    assert "--run-loadbalancer=true" in problems[0] and "available in this build: firewall, router, service-proxy" in problems[0]
 
 
-@pytest.mark.parametrize("flag", ["--hairpin-mode", "--ipvs-sync-period=1m", "--masquerade-all",
-                                  "--enable-pprof", "--loadbalancer-ip-range=192.0.2.0/24",
-                                  "--nodeport-bindon-all-ip", "--service-tcp-timeout=1m"])
+@pytest.mark.parametrize("flag", ["--enable-pprof", "--loadbalancer-ip-range=192.0.2.0/24",
+                                  "--loadbalancer-sync-period=2m"])
 def test_feature_flag_of_unbuilt_controller_refused(flag):
     problems = cfg.check_features(parse(*ALL_OFF, flag))
     name = flag.split("=")[0]
@@ -263,8 +264,8 @@ def test_main_exit_codes(capsys):
     assert "--bgp-holdtime" in capsys.readouterr().err
     assert cli.main(ALL_OFF) == 1
     assert "no controller is enabled" in capsys.readouterr().err
-    assert cli.main([]) == 1
-    assert "controllers available: firewall" in capsys.readouterr().err
+    assert cli.main(["--run-loadbalancer=true"]) == 1
+    assert "controllers available: firewall, router, service-proxy" in capsys.readouterr().err
 
 
 from hypothesis import given, strategies as st  # noqa: E402

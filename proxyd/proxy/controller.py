@@ -1,0 +1,147 @@
+"""The IPVS service proxy controller (``--run-service-proxy``).
+
+Each sync rebuilds the node's whole desired proxy state from the caches
+(model.py: Services + EndpointSlices -> ServicePorts; build.py: -> IPVS
+services, VIPs, sets and rules) and hands it to the kernel appliers, in the
+order that keeps traffic flowing: VIPs and sets first, then IPVS, then the
+rules that reference them, then stale sets.
+
+What is ours in IPVS: virtual services on an address inside the service
+CIDRs, the external and LoadBalancer IP ranges, or the node's addresses on a
+port in the NodePort range -- minus --excluded-cidrs. Nothing else is
+touched, and IPVS is never flushed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import logging
+import os
+import subprocess
+
+from proxyd.config import Config
+from proxyd.kernel import names
+from proxyd.kernel.addresses import local_addresses
+from proxyd.kernel.ipset import IPSetApplier
+from proxyd.kernel.iptables import TableApplier
+from proxyd.kernel.ipvs import IPVSApplier
+from proxyd.kernel.sysctl import ensure_sysctl
+from proxyd.kernel.vips import VIPApplier, delete_device
+from proxyd.proxy.build import NodeView, ProxyFlags, build_proxy
+from proxyd.proxy.model import build_model
+from proxyd.routing.model import NodeError, node_addresses, pod_cidrs
+
+log = logging.getLogger(__name__)
+
+MIN_SYNC_INTERVAL = 0.5
+# IPVS needs conntrack for the SNAT rules to see its connections; a backend that
+# is gone must drop its connections at once, as kube-router sets them.
+SYSCTLS = {"net/ipv4/vs/conntrack": "1", "net/ipv4/vs/expire_nodest_conn": "1",
+           "net/ipv4/vs/expire_quiescent_template": "1",
+           # VIPs sit on a dummy interface: never answer ARP for them on the real ones
+           "net/ipv4/conf/all/arp_ignore": "1", "net/ipv4/conf/all/arp_announce": "2"}
+
+
+def ensure_ipvs_module() -> None:
+    """IPVS's sysctls exist only once ip_vs is loaded; kube-router loads it too."""
+    if not os.path.exists("/proc/net/ip_vs"):
+        subprocess.run(["modprobe", "ip_vs"], capture_output=True, check=False)
+
+
+class ServiceProxyController:
+    name = "service-proxy"
+    kinds = ("services", "endpointslices", "nodes")
+
+    def __init__(self, config: Config, node_name: str, *, ipvs: IPVSApplier | None = None,
+                 vips: VIPApplier | None = None, ipsets: IPSetApplier | None = None,
+                 tables: dict | None = None, sysctl=ensure_sysctl, addresses=local_addresses):
+        self.node_name = node_name
+        self.families = tuple(f for f, on in ((4, config.enable_ipv4), (6, config.enable_ipv6)) if on)
+        self.flags = ProxyFlags(self.families, tuple(config.service_cluster_ip_range),
+                                config.nodeport_bindon_all_ip, config.masquerade_all,
+                                config.ipvs_permit_all)
+        self.hairpin_all = config.hairpin_mode
+        self.sync_period = config.ipvs_sync_period.total_seconds()
+        self.min_sync_interval = min(MIN_SYNC_INTERVAL, self.sync_period)
+        self.ranges = (tuple(config.service_cluster_ip_range) + tuple(config.service_external_ip_range)
+                       + tuple(config.loadbalancer_ip_range))
+        self.excluded = tuple(config.excluded_cidrs)
+        self.node_ports = config.service_node_port_range
+        # With --service-external-ip-range given, an external IP outside it is not served.
+        self.external_ranges = tuple(config.service_external_ip_range)
+        self.strict_external = config.strict_external_ip_validation and bool(self.external_ranges)
+        self._node_addresses: set[str] = set()
+        graceful = config.ipvs_graceful_period.total_seconds() if config.ipvs_graceful_termination \
+            else None
+        self.ipvs = ipvs or IPVSApplier(self.owns, graceful=graceful)
+        self.vips = vips or VIPApplier()
+        self.ipsets = ipsets or IPSetApplier(names.is_service_set)
+        self.tables = tables or {(f, t): TableApplier(f, t, names.is_service_chain)
+                                 for f in self.families for t in ("nat", "filter")}
+        self._sysctl, self._addresses = sysctl, addresses
+        self._problems: list[str] = []
+
+    def owns(self, protocol: str, address: str, port: int) -> bool:
+        ip = ipaddress.ip_address(address)
+        if any(ip in net for net in self.excluded if net.version == ip.version):
+            return False
+        if any(ip in net for net in self.ranges if net.version == ip.version):
+            return True
+        return address in self._node_addresses and self.node_ports[0] <= port <= self.node_ports[1]
+
+    def _checked_external(self, sp, problems: list[str]):
+        allowed = tuple(ip for ip in sp.external_ips
+                        if any(ipaddress.ip_address(ip) in net for net in self.external_ranges
+                               if net.version == ipaddress.ip_address(ip).version))
+        for ip in sorted(set(sp.external_ips) - set(allowed)):
+            problems.append(f"Service {sp.service}: external IP {ip} is outside "
+                            "--service-external-ip-range (not served)")
+        return dataclasses.replace(sp, external_ips=allowed)
+
+    def sync(self, ctx) -> None:
+        nodes = ctx.stores["nodes"]
+        me = nodes.get(self.node_name)
+        if me is None:
+            raise NodeError(f"this node ({self.node_name}) has no Node object yet")
+        local = tuple(self._addresses())
+        self._node_addresses = set(local) | set(node_addresses(me).values())
+        view = NodeView(self.node_name, node_addresses(me), local,
+                        tuple(c for n in nodes.list() for c in pod_cidrs(n)))
+        model = build_model(ctx.stores["services"].list(), ctx.stores["endpointslices"].list(),
+                            self.hairpin_all)
+        if self.strict_external:
+            model.ports = [self._checked_external(sp, model.problems) for sp in model.ports]
+        if model.problems != self._problems:
+            for problem in model.problems:
+                log.error("service skipped (every other service is still proxied): %s", problem)
+            self._problems = model.problems
+        desired = build_proxy(model.ports, view, self.flags)
+        ensure_ipvs_module()
+        for key, value in SYSCTLS.items():
+            self._sysctl(key, value)
+        self.vips.sync(desired.vips)
+        self.ipsets.sync_sets(desired.sets)
+        self.ipvs.sync(desired.services)
+        for family, rules in desired.families.items():
+            self.tables[(family, "nat")].apply(rules.nat, rules.nat_hooks)
+            self.tables[(family, "filter")].apply(rules.filter, rules.filter_hooks)
+        self.ipsets.cleanup_stale({s.name for s in desired.sets})
+
+
+def cleanup_proxy(config: Config) -> list[str]:
+    """Remove our IPVS services (by the ranges the flags give), kube-dummy-if, our
+    SNAT/guard rules and sets. A kernel without IPVS holds none of ours."""
+    removed = []
+    for family in (4, 6):
+        for table in ("nat", "filter"):
+            applier = TableApplier(family, table, names.is_service_chain)
+            if applier.apply([], []):
+                removed += [f"{'ip6tables' if family == 6 else 'iptables'} -t {table} {c}"
+                            for c in applier.last_rewritten]
+    removed += [f"ipset {n}" for n in IPSetApplier(names.is_service_set).cleanup_stale(())]
+    if os.path.exists("/proc/net/ip_vs"):
+        ctl = ServiceProxyController(config, "", sysctl=lambda *a: False)
+        ctl._node_addresses = set(local_addresses())
+        removed += [f"ipvs {what}" for what in ctl.ipvs.sync([])]
+    removed += [f"{names.DUMMY_IF} {what}" for what in delete_device(names.DUMMY_IF)]
+    return removed
