@@ -59,6 +59,8 @@ class Cluster:
         self.nodes: dict[str, Node] = {}
         self.kubelet: Kubelet | None = None
         self.shown_routes: dict | None = None     # the BGP routes last printed by the harness
+        self.service_proxy = daemon.service_proxy_runs()
+        self.controllers = daemon.controllers(self.service_proxy)
 
     def __enter__(self) -> "Cluster":
         try:
@@ -95,9 +97,11 @@ class Cluster:
             self._add_node(name, str(UNDERLAY[10 + i]))
         self.kubelet = Kubelet(self, self.api, self.log)
         self.kubelet.start()
+        if self.service_proxy:
+            self.log("IPVS is available: every node also runs the service proxy")
         for node in self.nodes.values():
             node.daemon = daemon.start_daemon(node, self.api_url, self.workdir, self.bin_dir,
-                                              self.log)
+                                              self.log, self.service_proxy)
 
     def _add_node(self, name: str, address: str) -> None:
         ns = Netns(name)

@@ -20,6 +20,19 @@ from dataclasses import dataclass
 HEALTH_PORT = 20244
 # The controllers the simulation runs, and what each reads from the API.
 CONTROLLERS = {"firewall": ("pods", "namespaces", "networkpolicies"), "router": ("nodes",)}
+PROXY_KINDS = ("services", "endpointslices", "nodes")
+
+
+def service_proxy_runs() -> bool:
+    """The service proxy runs where this build has it and the kernel has IPVS (in the VM)."""
+    from proxyd import config
+    from proxyd.sim.vm import ipvs_available
+    return config.PROXY in config.IMPLEMENTED and ipvs_available()
+
+
+def controllers(service_proxy: bool) -> dict[str, tuple[str, ...]]:
+    """The controllers every node runs, and the kinds each reads."""
+    return {**CONTROLLERS, **({"service-proxy": PROXY_KINDS} if service_proxy else {})}
 STOP_TIMEOUT = 10.0
 
 
@@ -56,15 +69,16 @@ class NodeDaemon:
                 self.process.wait()
 
 
-def daemon_argv(bin_dir: str, master: str, node: str) -> list[str]:
+def daemon_argv(bin_dir: str, master: str, node: str, service_proxy: bool = False) -> list[str]:
     return [os.path.join(bin_dir, "kube-router"), f"--master={master}",
             f"--hostname-override={node}", "--run-firewall=true", "--run-router=true",
-            "--run-service-proxy=false", f"--health-port={HEALTH_PORT}"]
+            f"--run-service-proxy={str(service_proxy).lower()}", f"--health-port={HEALTH_PORT}"]
 
 
 def start_daemon(node, master: str, workdir: str, bin_dir: str | None = None,
-                 log=print) -> NodeDaemon:
-    argv = daemon_argv(bin_dir or os.path.dirname(sys.executable), master, node.name)
+                 log=print, service_proxy: bool = False) -> NodeDaemon:
+    argv = daemon_argv(bin_dir or os.path.dirname(sys.executable), master, node.name,
+                       service_proxy)
     log_path = os.path.join(workdir, node.name, "kube-router.log")
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     log(f"node {node.name}: {' '.join(os.path.basename(a) if i == 0 else a for i, a in enumerate(argv))}")
@@ -82,12 +96,13 @@ def _status(address: str) -> dict | None:
         return None
 
 
-def lagging(status: dict | None, newest: dict[str, int]) -> list[str]:
+def lagging(status: dict | None, newest: dict[str, int],
+            running: dict[str, tuple[str, ...]] = CONTROLLERS) -> list[str]:
     """What a daemon's /statusz has not caught up with yet (empty = synced)."""
     if status is None:
         return ["not answering /statusz yet"]
     behind = []
-    for controller, kinds in CONTROLLERS.items():
+    for controller, kinds in running.items():
         seen = (status.get("controllers", {}).get(controller) or {}).get("resource_versions") or {}
         for kind in kinds:
             have = int(seen.get(kind) or -1)
@@ -96,12 +111,13 @@ def lagging(status: dict | None, newest: dict[str, int]) -> list[str]:
     return behind
 
 
-def daemons_lagging(nodes, world, newest: dict[str, int]) -> list[str]:
+def daemons_lagging(nodes, world, newest: dict[str, int],
+                    running: dict[str, tuple[str, ...]] = CONTROLLERS) -> list[str]:
     """Per node, what its daemon still has to sync (empty when every node caught up)."""
     out = []
     for node in nodes:
         node.daemon.check_alive()
-        behind = lagging(world.call(_status, node.address), newest)
+        behind = lagging(world.call(_status, node.address), newest, running)
         if behind:
             out.append(f"kube-router on {node.name}: " + ", ".join(behind))
     return out

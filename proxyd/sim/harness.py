@@ -63,7 +63,7 @@ def _settled(cluster: Cluster) -> tuple[bool, list[str]]:
     if not waiting:   # the daemons are asked only once the pods they must see exist
         try:
             waiting += daemon.daemons_lagging(cluster.nodes.values(), cluster.world,
-                                              cluster.newest_writes())
+                                              cluster.newest_writes(), cluster.controllers)
         except daemon.DaemonDied as e:
             raise SettleError(str(e)) from e
         waiting += cluster.missing_routes()
@@ -77,7 +77,11 @@ def wait_settled(cluster: Cluster, timeout: float = SETTLE_TIMEOUT) -> float:
         if done:
             return time.monotonic() - start
         if time.monotonic() - start > timeout:
-            raise SettleError(f"after {timeout:.0f} s: " + "; ".join(waiting or ["kubelet busy"]))
+            logs = "".join(f"\n--- {n.name}: end of kube-router's log ---\n{n.daemon.log_tail(12)}"
+                           for n in cluster.nodes.values()
+                           if n.daemon and any(n.name in w for w in waiting))
+            raise SettleError(f"after {timeout:.0f} s: " + "; ".join(waiting or ["kubelet busy"])
+                              + logs)
         time.sleep(0.05)
 
 

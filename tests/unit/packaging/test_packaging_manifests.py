@@ -22,6 +22,7 @@ from proxyd import cli as kr_cli
 from proxyd import config as cfg
 from proxyd.k8s.client import KINDS
 from proxyd.netpol.controller import NetworkPolicyController
+from proxyd.proxy.controller import ServiceProxyController
 from proxyd.routing.controller import RoutingController
 
 PACKAGING = pathlib.Path(__file__).resolve().parents[3] / "packaging"
@@ -32,7 +33,8 @@ CONTAINERFILE = PACKAGING / "image/Containerfile"
 
 # The controller class behind each run-* flag. A controller that becomes available
 # belongs here, so that its kinds reach the RBAC check below.
-CONTROLLER_CLASSES = {cfg.FIREWALL: NetworkPolicyController, cfg.ROUTER: RoutingController}
+CONTROLLER_CLASSES = {cfg.FIREWALL: NetworkPolicyController, cfg.ROUTER: RoutingController,
+                      cfg.PROXY: ServiceProxyController}
 READ = frozenset({"get", "list", "watch"})
 # kube-router-cni reads this node's Node object for its pod CIDR (conf/node.py read_node).
 CNI_INSTALL_READS = {"nodes": frozenset({"get"})}
@@ -103,11 +105,10 @@ def test_every_container_runs_one_of_our_programs_with_arguments_it_accepts(pod)
     assert seen == {"kube-router", "kube-router-cni"}
 
 
-def test_the_daemon_runs_firewall_and_router_without_the_service_proxy(pod):
+def test_the_daemon_runs_firewall_router_and_service_proxy(pod):
     [daemon] = by_program(pod, "kube-router")
     config = kube_router_config(argv(daemon)[1:])
-    assert set(config.enabled_controllers()) == {cfg.FIREWALL, cfg.ROUTER}
-    assert "--run-service-proxy=false" in argv(daemon)
+    assert set(config.enabled_controllers()) == {cfg.FIREWALL, cfg.ROUTER, cfg.PROXY}
 
 
 def test_the_init_container_installs_in_host_mode(pod):
@@ -320,7 +321,7 @@ def test_the_unit_runs_kube_router_with_flags_it_accepts():
     cmd = expand_exec(exec_start, read_environment_file(ENV_FILE))
     assert posixpath.basename(cmd[0]) == "kube-router"
     config = kube_router_config(cmd[1:])
-    assert set(config.enabled_controllers()) == {cfg.FIREWALL, cfg.ROUTER}
+    assert set(config.enabled_controllers()) == {cfg.FIREWALL, cfg.ROUTER, cfg.PROXY}
 
 
 def test_the_unit_restarts_and_stops_the_way_the_daemon_expects():
