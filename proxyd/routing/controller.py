@@ -20,7 +20,6 @@ import logging
 from typing import Callable
 
 from proxyd.config import Config
-from proxyd.kernel import names
 from proxyd.kernel.addresses import connected_subnets
 from proxyd.kernel.routes import RouteApplier
 from proxyd.kernel.sysctl import ensure_sysctl
