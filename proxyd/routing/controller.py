@@ -27,7 +27,8 @@ from proxyd.routing import egress
 from proxyd.routing.bgp import IPV4_UNICAST, IPV6_UNICAST, BgpSpeaker, GracefulRestart, Peer
 from proxyd.routing.gobgpd import GobgpdProcess, admin_api_port
 from proxyd.routing.model import (DesiredBgp, LearnedPath, NodeError, RouterFlags,
-                                  annotation_peers, bgp_node, build_bgp, build_routes)
+                                  annotation_peers, bgp_node, build_bgp, build_routes,
+                                  unbuilt_annotations)
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ class RoutingController:
         if me_obj is None:
             raise NodeError(f"this node ({self.node_name}) has no Node object yet")
         me = bgp_node(me_obj, self.flags.cluster_asn)
-        others, problems = [], []
+        others, problems = [], unbuilt_annotations(me_obj)
         for obj in nodes.list():
             try:
                 others.append(bgp_node(obj, self.flags.cluster_asn))
@@ -122,7 +123,7 @@ class RoutingController:
     def _report(self, problems: list[str]) -> None:
         if problems != self._problems:
             for problem in problems:
-                log.error("node skipped for BGP (every other node still peers): %s", problem)
+                log.error("BGP: %s", problem)
             self._problems = problems
 
     def _ensure_speaker(self, desired: DesiredBgp) -> None:

@@ -146,6 +146,10 @@ def test_asn_annotation_change_restarts_the_speaker_and_a_bad_node_is_skipped():
     broken = {"metadata": {"name": "node-x"}, "spec": {}, "status": {}}
     ctl.sync(Ctx(store(a, node("node-b", "172.30.0.11", "10.244.1.0/24"), broken)))
     assert ctl._problems == ["node node-x has no InternalIP or ExternalIP"]
+    rr = node("node-a", "172.30.0.10", "10.244.0.0/24", **{"kube-router.io/rr.server": "1"})
+    ctl.sync(Ctx(store(rr)))
+    assert ctl._problems == ["node node-a: annotation kube-router.io/rr.server is not implemented "
+                             "in this build (ignored)"]
     a2 = node("node-a", "172.30.0.10", "10.244.0.0/24", **{"kube-router.io/node.asn": "65010"})
     ctl.sync(Ctx(store(a2, node("node-b", "172.30.0.11", "10.244.1.0/24"))))
     sp = speakers[0]
