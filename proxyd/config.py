@@ -183,9 +183,9 @@ class Config:
     service_cluster_ip_range: tuple[IPNetwork, ...] = _flag(_nets("10.96.0.0/12"), "stringSlice", "CIDR values from which service cluster IPs are assigned (can be specified up to 2 times)", *_ALL3, parse="cidr", max_items=2)
     service_external_ip_range: tuple[IPNetwork, ...] = _flag((), "stringSlice", "Specify external IP CIDRs that are used for inter-cluster communication (can be specified multiple times)", *_ALL3, parse="cidr")
     service_node_port_range: tuple[int, int] = _flag((30000, 32767), "string", "NodePort range specified with either a hyphen or colon", FIREWALL, PROXY, parse="port_range")
-    service_tcp_timeout: timedelta = _flag(_d("0s"), "duration", "Specify TCP timeout for IPVS services in standard duration syntax (e.g. '5s', '1m'), default 0s preserves default system value", PROXY, pending="IPVS timeouts are not set by this build yet")
-    service_tcpfin_timeout: timedelta = _flag(_d("0s"), "duration", "Specify TCP FIN timeout for IPVS services in standard duration syntax (e.g. '5s', '1m'), default 0s preserves default system value", PROXY, pending="IPVS timeouts are not set by this build yet")
-    service_udp_timeout: timedelta = _flag(_d("0s"), "duration", "Specify UDP timeout for IPVS services in standard duration syntax (e.g. '5s', '1m'), default 0s preserves default system value", PROXY, pending="IPVS timeouts are not set by this build yet")
+    service_tcp_timeout: timedelta = _flag(_d("0s"), "duration", "Specify TCP timeout for IPVS services in standard duration syntax (e.g. '5s', '1m'), default 0s preserves default system value", PROXY)
+    service_tcpfin_timeout: timedelta = _flag(_d("0s"), "duration", "Specify TCP FIN timeout for IPVS services in standard duration syntax (e.g. '5s', '1m'), default 0s preserves default system value", PROXY)
+    service_udp_timeout: timedelta = _flag(_d("0s"), "duration", "Specify UDP timeout for IPVS services in standard duration syntax (e.g. '5s', '1m'), default 0s preserves default system value", PROXY)
     strict_external_ip_validation: bool = _flag(True, "bool", "Reject Services whose external IPs fall outside --service-external-ip-range.", PROXY)
     v: int = _flag(0, "string", "log level for V logs", parse="level")
 

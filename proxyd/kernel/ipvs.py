@@ -362,3 +362,29 @@ def _dest_spec(dk: tuple[str, int], d: Destination | None = None):
         return IPVSDest(addr=address, port=port)
     return IPVSDest(addr=address, port=port, weight=d.weight, fwd_method=FORWARD[d.forward])
 
+
+
+_TIMEOUT_LINE = "Timeout (tcp tcpfin udp):"
+
+
+def ensure_timeouts(tcp: int, tcpfin: int, udp: int, run=None) -> bool:
+    """IPVS's connection timeouts (--service-tcp-timeout, -tcpfin-, -udp-), in seconds; 0 keeps
+    the kernel's value. ipvsadm does it in one call (pyroute2 has no IPVS_CMD_SET_CONFIG).
+    True if they had to change."""
+    if not (tcp or tcpfin or udp):
+        return False
+    if run is None:
+        from cni.iptables import run_command as run
+    shown = run(["ipvsadm", "-L", "--timeout"], None)
+    current = None
+    for line in shown.stdout.splitlines():
+        if line.startswith(_TIMEOUT_LINE):
+            current = tuple(int(v) for v in line[len(_TIMEOUT_LINE):].split())
+    wanted = (tcp, tcpfin, udp)
+    if current is not None and all(w in (0, c) for w, c in zip(wanted, current)):
+        return False
+    done = run(["ipvsadm", "--set", *map(str, wanted)], None)
+    if done.returncode != 0:
+        raise IPVSSyncError(f"ipvsadm --set {tcp} {tcpfin} {udp} failed: "
+                            f"{(done.stderr or done.stdout).strip()}")
+    return True

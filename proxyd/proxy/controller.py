@@ -24,7 +24,7 @@ from proxyd.kernel import names
 from proxyd.kernel.addresses import local_addresses
 from proxyd.kernel.ipset import IPSetApplier
 from proxyd.kernel.iptables import TableApplier
-from proxyd.kernel.ipvs import IPVSApplier
+from proxyd.kernel.ipvs import IPVSApplier, ensure_timeouts
 from proxyd.kernel.sysctl import ensure_sysctl
 from proxyd.kernel.vips import VIPApplier, delete_device
 from proxyd.proxy.build import NodeView, ProxyFlags, build_proxy
@@ -79,6 +79,9 @@ class ServiceProxyController:
         self.tables = tables or {(f, t): TableApplier(f, t, names.is_service_chain)
                                  for f in self.families for t in ("nat", "filter")}
         self._sysctl, self._addresses = sysctl, addresses
+        self.timeouts = tuple(int(t.total_seconds()) for t in (
+            config.service_tcp_timeout, config.service_tcpfin_timeout, config.service_udp_timeout))
+        self._ensure_timeouts = ensure_timeouts
         self._problems: list[str] = []
 
     def owns(self, protocol: str, address: str, port: int) -> bool:
@@ -119,6 +122,7 @@ class ServiceProxyController:
         ensure_ipvs_module()
         for key, value in SYSCTLS.items():
             self._sysctl(key, value)
+        self._ensure_timeouts(*self.timeouts)
         self.vips.sync(desired.vips)
         self.ipsets.sync_sets(desired.sets)
         self.ipvs.sync(desired.services)

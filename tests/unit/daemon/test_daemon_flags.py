@@ -211,7 +211,7 @@ def test_unbuilt_controller_is_refused_naming_what_exists():
 
 @pytest.mark.parametrize("flag", ["--advertise-cluster-ip", "--advertise-external-ip=true",
                                   "--advertise-loadbalancer-ip", "--override-nexthop",
-                                  "--service-tcp-timeout=5m", "--runtime-endpoint=/run/containerd.sock"])
+                                  "--runtime-endpoint=/run/containerd.sock"])
 def test_flags_whose_feature_is_not_built_are_refused(flag):
     problems = cfg.check_features(parse(flag))
     name = flag.split("=")[0]

@@ -425,3 +425,30 @@ def test_two_different_destinations_for_one_backend_are_refused_before_any_chang
             VirtualService("TCP", VIP, 80, destinations=(
                 Destination("10.200.1.2", 8080), Destination("10.200.1.2", 8080, weight=2)))])
     assert kernel.services == {}
+
+
+class FakeIpvsadm:
+    """ipvsadm's timeout settings as state: `-L --timeout` shows them, `--set` changes them
+    (0 keeps a value, as the kernel does)."""
+
+    def __init__(self, tcp=900, tcpfin=120, udp=300):
+        self.values = [tcp, tcpfin, udp]
+        self.sets = 0
+
+    def __call__(self, argv, input=None):
+        from cni.iptables import Completed
+        if argv[1:] == ["-L", "--timeout"]:
+            return Completed(argv, 0, "Timeout (tcp tcpfin udp): %d %d %d\n" % tuple(self.values), "")
+        assert argv[1] == "--set"
+        self.sets += 1
+        self.values = [int(w) or c for w, c in zip(argv[2:], self.values)]
+        return Completed(argv, 0, "", "")
+
+
+def test_ipvs_timeouts_set_only_when_asked_and_different():
+    from proxyd.kernel.ipvs import ensure_timeouts
+    fake = FakeIpvsadm()
+    assert ensure_timeouts(0, 0, 0, run=fake) is False and fake.sets == 0     # kernel defaults kept
+    assert ensure_timeouts(3600, 0, 60, run=fake) is True
+    assert fake.values == [3600, 120, 60]
+    assert ensure_timeouts(3600, 0, 60, run=fake) is False and fake.sets == 1  # converged
