@@ -122,9 +122,9 @@ def _nets(*cidrs: str) -> tuple:
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    advertise_cluster_ip: bool = _flag(False, "bool", "Add Cluster IP of the service to the RIB so that it gets advertises to the BGP peers.", ROUTER, pending="advertising service IPs waits for the service proxy")
-    advertise_external_ip: bool = _flag(False, "bool", "Add External IP of service to the RIB so that it gets advertised to the BGP peers.", ROUTER, pending="advertising service IPs waits for the service proxy")
-    advertise_loadbalancer_ip: bool = _flag(False, "bool", "Add LoadbBalancer IP of service status as set by the LB provider to the RIB so that it gets advertised to the BGP peers.", ROUTER, pending="advertising service IPs waits for the service proxy")
+    advertise_cluster_ip: bool = _flag(False, "bool", "Add Cluster IP of the service to the RIB so that it gets advertises to the BGP peers.", ROUTER)
+    advertise_external_ip: bool = _flag(False, "bool", "Add External IP of service to the RIB so that it gets advertised to the BGP peers.", ROUTER)
+    advertise_loadbalancer_ip: bool = _flag(False, "bool", "Add LoadbBalancer IP of service status as set by the LB provider to the RIB so that it gets advertised to the BGP peers.", ROUTER)
     advertise_pod_cidr: bool = _flag(True, "bool", "Add Node's POD cidr to the RIB so that it gets advertised to the BGP peers.", ROUTER)
     auto_mtu: bool = _flag(True, "bool", "Auto detect and set the largest possible MTU for kube-bridge and pod interfaces.", ROUTER)
     bgp_graceful_restart: bool = _flag(False, "bool", "Enables the BGP Graceful Restart capability so that routes are preserved on unexpected restarts", ROUTER)

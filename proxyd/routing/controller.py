@@ -20,6 +20,7 @@ import logging
 from typing import Callable
 
 from proxyd.config import Config
+from proxyd.k8s.cache import object_key
 from proxyd.kernel.addresses import connected_subnets
 from proxyd.kernel.routes import RouteApplier
 from proxyd.kernel.sysctl import ensure_sysctl
@@ -28,7 +29,7 @@ from proxyd.routing.bgp import IPV4_UNICAST, IPV6_UNICAST, BgpSpeaker, GracefulR
 from proxyd.routing.gobgpd import GobgpdProcess, admin_api_port
 from proxyd.routing.model import (DesiredBgp, LearnedPath, NodeError, RouterFlags,
                                   annotation_peers, bgp_node, build_bgp, build_routes,
-                                  unbuilt_annotations)
+                                  service_vips, unbuilt_annotations, vip_adverts)
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +48,15 @@ def router_flags(config: Config) -> RouterFlags:
         peer_router_passwords=tuple(config.peer_router_passwords),
         peer_router_multihop_ttl=config.peer_router_multihop_ttl, bgp_port=config.bgp_port,
         families=tuple(f for f, on in ((4, config.enable_ipv4), (6, config.enable_ipv6)) if on),
-        enable_overlay=config.enable_overlay, overlay_type=config.overlay_type)
+        enable_overlay=config.enable_overlay, overlay_type=config.overlay_type,
+        advertise_cluster_ip=config.advertise_cluster_ip,
+        advertise_external_ip=config.advertise_external_ip,
+        advertise_loadbalancer_ip=config.advertise_loadbalancer_ip)
 
 
 class RoutingController:
     name = "router"
-    kinds = ("nodes",)
+    kinds = ("nodes", "services", "endpointslices")
 
     def __init__(self, config: Config, node_name: str, *,
                  gobgpd: GobgpdProcess | None = None,
@@ -104,6 +108,7 @@ class RoutingController:
         self._report(problems)
         desired = build_bgp(me, others, self.flags)
         desired.peers += annotation_peers(me_obj, self.flags.peer_router_multihop_ttl)
+        desired.adverts += vip_adverts(self._services(ctx), me, self.flags)
         for family in self.flags.families:
             ensure_sysctl(_FORWARDING[family], "1")
         self._ensure_speaker(desired)
@@ -112,13 +117,27 @@ class RoutingController:
         learned = [LearnedPath(p.prefix, p.nexthop)
                    for family in self.flags.families
                    for p in self._speaker.paths(_FAMILY_NAMES[family]) if p.best and not p.local]
-        tunnels, routes = build_routes(me, learned, self._connected(), self.flags)
+        tunnels, routes = build_routes(me, learned, self._connected(), self.flags,
+                                       [a.prefix for a in desired.adverts])
         if self.routes is None:
             self.routes = RouteApplier()
         self.routes.sync_tunnels(tunnels)
         self.routes.sync_routes(routes)
         if self.egress is not None:
             self.egress.sync([n.pod_cidrs for n in others], [n.addresses for n in others])
+
+    def _services(self, ctx) -> list:
+        """Every Service's VIPs, with whether this node has a ready endpoint of it."""
+        local: set[str] = set()
+        for eps in ctx.stores["endpointslices"].list():
+            meta = eps.get("metadata") or {}
+            owner = (meta.get("labels") or {}).get("kubernetes.io/service-name")
+            if owner and any(ep.get("nodeName") == self.node_name
+                             and (ep.get("conditions") or {}).get("ready") is not False
+                             for ep in eps.get("endpoints") or ()):
+                local.add(f"{meta.get('namespace')}/{owner}")
+        return [service_vips(svc, object_key(svc) in local)
+                for svc in ctx.stores["services"].list()]
 
     def _report(self, problems: list[str]) -> None:
         if problems != self._problems:

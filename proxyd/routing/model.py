@@ -136,8 +136,63 @@ class RouterFlags:
     peer_router_multihop_ttl: int = 0
     bgp_port: int = 179
     families: tuple[int, ...] = (4,)
+    advertise_cluster_ip: bool = False
+    advertise_external_ip: bool = False
+    advertise_loadbalancer_ip: bool = False
     enable_overlay: bool = True
     overlay_type: str = "subnet"
+
+
+ADVERTISE_ANNOTATIONS = {"cluster": "kube-router.io/service.advertise.clusterip",
+                         "external": "kube-router.io/service.advertise.externalip",
+                         "loadbalancer": "kube-router.io/service.advertise.loadbalancerip"}
+
+
+@dataclass(frozen=True)
+class ServiceVIPs:
+    """One Service's addresses and whether this node may attract their traffic."""
+    cluster: tuple[str, ...]
+    external: tuple[str, ...]
+    loadbalancer: tuple[str, ...]
+    annotations: Mapping[str, str]
+    local_internal: bool = False          # internalTrafficPolicy=Local
+    local_external: bool = False          # externalTrafficPolicy=Local
+    has_local_endpoint: bool = True
+
+
+def service_vips(svc: Mapping, local_endpoint: bool) -> ServiceVIPs:
+    meta, spec = svc.get("metadata") or {}, svc.get("spec") or {}
+    cluster = tuple(ip for ip in (spec.get("clusterIPs") or [spec.get("clusterIP")])
+                    if ip and ip != "None")
+    lb = tuple(i["ip"] for i in ((svc.get("status") or {}).get("loadBalancer") or {})
+               .get("ingress") or () if i.get("ip"))
+    return ServiceVIPs(cluster, tuple(spec.get("externalIPs") or ()), lb,
+                       dict(meta.get("annotations") or {}),
+                       spec.get("internalTrafficPolicy") == "Local",
+                       spec.get("externalTrafficPolicy") == "Local", local_endpoint)
+
+
+def vip_adverts(services: Iterable[ServiceVIPs], me: BgpNode, flags: "RouterFlags") -> list[Advert]:
+    """kube-router's --advertise-cluster-ip/-external-ip/-loadbalancer-ip, each overridable per
+    Service by its kube-router.io/service.advertise.* annotation ("true"/"false"); a Local
+    traffic policy advertises only from nodes with a ready endpoint of the Service."""
+    out = []
+    for svc in services:
+        for kind, addresses, default, local in (
+                ("cluster", svc.cluster, flags.advertise_cluster_ip, svc.local_internal),
+                ("external", svc.external, flags.advertise_external_ip, svc.local_external),
+                ("loadbalancer", svc.loadbalancer, flags.advertise_loadbalancer_ip,
+                 svc.local_external)):
+            said = (svc.annotations.get(ADVERTISE_ANNOTATIONS[kind]) or "").strip().lower()
+            if not (said == "true" if said in ("true", "false") else default):
+                continue
+            if local and not svc.has_local_endpoint:
+                continue
+            for ip in addresses:
+                family = ipaddress.ip_address(ip).version
+                if family in flags.families and family in me.addresses:
+                    out.append(Advert(f"{ip}/{32 if family == 4 else 128}", me.addresses[family]))
+    return sorted(set(out), key=lambda a: (a.prefix, a.nexthop))
 
 
 def build_bgp(me: BgpNode, others: Iterable[BgpNode], flags: RouterFlags) -> DesiredBgp:
@@ -197,13 +252,15 @@ def annotation_peers(obj: Mapping, multihop_ttl: int) -> list[PeerSpec]:
 
 
 def build_routes(me: BgpNode, learned: Iterable[LearnedPath], connected: Iterable[str],
-                 flags: RouterFlags) -> tuple[list[Tunnel], list[Route]]:
-    """Kernel state for the best paths learned from peers (our own adverts excluded).
+                 flags: RouterFlags, advertised: Iterable[str] = ()) -> tuple[list[Tunnel], list[Route]]:
+    """Kernel state for the best paths learned from peers.
 
     ``connected``: the node's directly connected subnets ("172.30.0.0/24", ...).
+    Prefixes this node advertises itself (its pod CIDRs, Service VIPs it holds) are
+    never routed elsewhere.
     """
     subnets = [ipaddress.ip_network(c, strict=False) for c in connected]
-    own = set(me.pod_cidrs)
+    own = set(me.pod_cidrs) | set(advertised)
     tunnels: dict[str, Tunnel] = {}
     routes = []
     for path in sorted(learned, key=lambda p: (p.prefix, p.nexthop)):

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 HEALTH_PORT = 20244
 # The controllers the simulation runs, and what each reads from the API.
-CONTROLLERS = {"firewall": ("pods", "namespaces", "networkpolicies"), "router": ("nodes",)}
+CONTROLLERS = {"firewall": ("pods", "namespaces", "networkpolicies"),
+               "router": ("nodes", "services", "endpointslices")}
 PROXY_KINDS = ("services", "endpointslices", "nodes")
 
 

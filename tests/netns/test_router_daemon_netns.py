@@ -3,8 +3,9 @@
 node (kube-router + its gobgpd, the embedded API server on 127.0.0.1) -- peer
 (bird, AS 65001, given by --peer-router-ips/--peer-router-asns), and a pod
 behind the node. bird must learn the node's pod CIDR from the Node object and
-carry a TCP connection to the pod over it; the node must learn bird's prefix
-as a protocol-17 route. SIGTERM ends gobgpd with the daemon and leaves the
+carry a TCP connection to the pod over it, and a Service's ClusterIP
+(--advertise-cluster-ip); the node must learn bird's prefix as a protocol-17
+route. SIGTERM ends gobgpd with the daemon and leaves the
 learned route in the kernel.
 """
 import os
@@ -55,6 +56,9 @@ def test_external_peer_learns_the_pod_cidr_and_we_learn_its_prefix(netns_factory
                        "spec": {"podCIDR": "10.244.0.0/24", "podCIDRs": ["10.244.0.0/24"]}})
     api.patch_status("Node", "", "node-a", {"addresses": [{"type": "InternalIP",
                                                            "address": "10.0.1.1"}]})
+    api.ensure_object({"kind": "Namespace", "metadata": {"name": "x"}})
+    api.ensure_object({"kind": "Service", "metadata": {"name": "web", "namespace": "x"},
+                       "spec": {"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}})
     (tmp_path / "bird.conf").write_text(BIRD_CONF)
     log = open(tmp_path / "kube-router.log", "wb")
     daemon = bird = None
@@ -64,13 +68,17 @@ def test_external_peer_learns_the_pod_cidr_and_we_learn_its_prefix(netns_factory
         daemon = node.popen([KUBE_ROUTER, f"--master={server.url}", "--hostname-override=node-a",
                              "--run-firewall=false", "--run-service-proxy=false",
                              "--run-router=true", "--peer-router-ips=10.0.1.3",
-                             "--peer-router-asns=65001", "--health-port=0"],
+                             "--peer-router-asns=65001", "--advertise-cluster-ip",
+                             "--health-port=0"],
                             stdout=log, stderr=log)
         t0 = time.monotonic()
         route = wait_for(lambda: peer.exec("ip route show 10.244.0.0/24").stdout, timeout=60,
                          what="bird learning the node's pod CIDR")
         print(f"\nbird had the pod CIDR {time.monotonic() - t0:.1f} s after kube-router started")
         assert "via 10.0.1.1" in route and "proto bird" in route
+        vip = wait_for(lambda: peer.exec("ip route show 10.96.0.10").stdout, timeout=10,
+                       what="bird learning the Service's ClusterIP (--advertise-cluster-ip)")
+        assert "via 10.0.1.1" in vip
         learned = wait_for(lambda: node.exec(f"ip route show proto {names.ROUTE_PROTOCOL}").stdout,
                            timeout=30, what="kube-router installing bird's prefix")
         assert learned.split() == ["10.245.0.0/24", "via", "10.0.1.3", "dev", "eth0"]

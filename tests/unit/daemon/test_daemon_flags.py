@@ -209,9 +209,7 @@ def test_unbuilt_controller_is_refused_naming_what_exists():
                         "service-proxy); pass --run-loadbalancer=false"]
 
 
-@pytest.mark.parametrize("flag", ["--advertise-cluster-ip", "--advertise-external-ip=true",
-                                  "--advertise-loadbalancer-ip", "--override-nexthop",
-                                  "--runtime-endpoint=/run/containerd.sock"])
+@pytest.mark.parametrize("flag", ["--override-nexthop", "--runtime-endpoint=/run/containerd.sock"])
 def test_flags_whose_feature_is_not_built_are_refused(flag):
     problems = cfg.check_features(parse(flag))
     name = flag.split("=")[0]

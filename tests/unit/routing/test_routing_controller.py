@@ -73,8 +73,10 @@ class FakeRoutes:
 
 
 class Ctx:
-    def __init__(self, store):
-        self.stores = {"nodes": store}
+    def __init__(self, store, services=(), slices=()):
+        self.stores = {"nodes": store, "services": Store(), "endpointslices": Store()}
+        self.stores["services"].replace(list(services))
+        self.stores["endpointslices"].replace(list(slices))
 
 
 def node(name, ip, cidr, **annotations):
@@ -166,3 +168,28 @@ def test_missing_own_node_fails_the_sync_naming_it():
         assert "node-a" in str(e)
     else:
         raise AssertionError("a sync without this node's Node object must fail")
+
+
+def test_cluster_ips_advertised_with_the_flag_per_service_override_and_local_policy():
+    ctl, speakers = make("--advertise-cluster-ip")
+    svc = lambda name, ip, **spec: {"metadata": {"name": name, "namespace": "x",  # noqa: E731
+                                                 "annotations": spec.pop("annotations", {})},
+                                    "spec": {"clusterIP": ip, "clusterIPs": [ip], **spec}}
+    services = [svc("web", "10.96.0.10"),
+                svc("quiet", "10.96.0.11",
+                    annotations={"kube-router.io/service.advertise.clusterip": "false"}),
+                svc("local-here", "10.96.0.12", internalTrafficPolicy="Local"),
+                svc("local-elsewhere", "10.96.0.13", internalTrafficPolicy="Local"),
+                svc("headless", "None")]
+    slices = [{"metadata": {"name": f"{n}-1", "namespace": "x",
+                            "labels": {"kubernetes.io/service-name": n}},
+               "endpoints": [{"addresses": ["10.244.9.9"], "nodeName": where,
+                              "conditions": {"ready": True}}]}
+              for n, where in (("local-here", "node-a"), ("local-elsewhere", "node-b"))]
+    ctl.sync(Ctx(two_nodes(), services, slices))
+    assert speakers[0].adverts == {("10.244.0.0/24", "172.30.0.10"), ("10.96.0.10/32", "172.30.0.10"),
+                                   ("10.96.0.12/32", "172.30.0.10")}
+    # the same VIP learned from node-b is not routed away from this node
+    speakers[0].learned = [Path("10.96.0.10/32", "172.30.0.11", "172.30.0.11", best=True)]
+    ctl.sync(Ctx(two_nodes(), services, slices))
+    assert ctl.routes.routes == []

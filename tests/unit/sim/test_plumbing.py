@@ -44,12 +44,13 @@ def test_daemon_command_line_is_one_the_daemon_accepts():
 
 def test_daemon_lagging_until_every_kind_reaches_the_newest_write():
     from proxyd.sim.daemon import lagging
-    newest = {"pods": 40, "namespaces": 12, "networkpolicies": 0, "services": 99, "nodes": 3}
+    newest = {"pods": 40, "namespaces": 12, "networkpolicies": 0, "services": 99, "nodes": 3,
+              "configmaps": 500}
     status = {"controllers": {"firewall": {"resource_versions": {
         "pods": "39", "namespaces": "50", "networkpolicies": "50"}},
-        "router": {"resource_versions": {"nodes": "7"}}}}
+        "router": {"resource_versions": {"nodes": "7", "services": "99", "endpointslices": "1"}}}}
     assert lagging(status, newest) == ["firewall has pods at 39 of 40"]
     status["controllers"]["firewall"]["resource_versions"]["pods"] = "40"
-    assert lagging(status, newest) == []          # services: neither controller reads them
+    assert lagging(status, newest) == []          # configmaps: no controller reads them
     assert lagging({"controllers": {}}, newest) != []      # no sync yet
     assert lagging(None, newest) == ["not answering /statusz yet"]
