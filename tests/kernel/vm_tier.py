@@ -89,7 +89,7 @@ class GuestRun:
         self.rootdir = rootdir
         self.missing = missing
         self.nodeids = nodeids
-        self.timeout = float(os.environ.get("KRT_VM_TIMEOUT", "900"))
+        self.timeout = float(os.environ.get("KRT_VM_TIMEOUT", "1500"))
         self.outcomes: dict[tuple[str, str], Outcome] | None = None
         self.unavailable: str | None = None  # the VM cannot start here: skip (or fail in CI)
         self.broken: str | None = None       # the VM started but gave no usable report
