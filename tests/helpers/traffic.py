@@ -37,3 +37,21 @@ def read_line(sock) -> str:
             break
         answer += chunk
     return answer.decode().strip()
+
+
+def connect_through(client_ns, server_ns, listen: tuple[str, int], connect: tuple[str, int]) -> None:
+    """A TCP connection from ``client_ns`` to ``connect`` must arrive at a listener on
+    ``listen`` in ``server_ns`` (a hostPort, a NodePort: something translates the address)."""
+    server = server_ns.socket()
+    client = client_ns.socket()
+    try:
+        server.bind(listen)
+        server.listen()
+        server.settimeout(5)
+        client.settimeout(5)
+        client.connect(connect)
+        conn, _ = server.accept()
+        conn.close()
+    finally:
+        client.close()
+        server.close()

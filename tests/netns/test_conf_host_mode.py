@@ -16,7 +16,7 @@ import uuid
 import pytest
 
 from conf import defaults
-from helpers.traffic import tcp_exchange
+from helpers.traffic import connect_through, tcp_exchange
 
 NODE_PYTHON = "/usr/bin/python3"
 LIB = "/opt/kube-router/lib"
@@ -122,19 +122,8 @@ def test_a_pod_comes_up_through_host_mode_launchers(node, tmp_path, host_ns, net
         assert (data_dir / "kubernetes" / "10.244.8.2").exists()
         tcp_exchange(host_ns, pod, "10.244.8.2", port=0)      # node -> pod
         tcp_exchange(pod, host_ns, "10.244.8.1", port=0)      # pod -> node (its gateway)
-        server = pod.socket()
-        server.bind(("10.244.8.2", 80))
-        server.listen()
-        server.settimeout(5)
-        client = host_ns.socket()
-        client.settimeout(5)
-        try:  # node -> 127.0.0.1:hostPort -> pod:80
-            client.connect(("127.0.0.1", 8082))
-            conn, _ = server.accept()
-            conn.close()
-        finally:
-            client.close()
-            server.close()
+        # node -> 127.0.0.1:hostPort -> pod:80
+        connect_through(host_ns, pod, ("10.244.8.2", 80), ("127.0.0.1", 8082))
     finally:
         runtime.delete(att)
     assert not (data_dir / "kubernetes" / "10.244.8.2").exists()

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from conf import defaults
-from helpers.traffic import tcp_exchange
+from helpers.traffic import connect_through, tcp_exchange
 
 REFERENCE = "/usr/lib/cni"
 needs_reference = pytest.mark.skipif(
@@ -120,19 +120,8 @@ def test_installed_plugins_bring_up_a_pod_from_the_generated_file(tmp_path, host
     assert (data_dir / "kubernetes" / "10.244.7.2").exists()
     tcp_exchange(host_ns, pod, "10.244.7.2", port=0)  # node -> pod
 
-    server = pod.socket()
-    server.bind(("10.244.7.2", 80))
-    server.listen()
-    server.settimeout(5)
-    client = host_ns.socket()
-    client.settimeout(5)
-    try:  # node -> 127.0.0.1:hostPort -> pod:80
-        client.connect(("127.0.0.1", 8081))
-        conn, _ = server.accept()
-        conn.close()
-    finally:
-        client.close()
-        server.close()
+    # node -> 127.0.0.1:hostPort -> pod:80
+    connect_through(host_ns, pod, ("10.244.7.2", 80), ("127.0.0.1", 8081))
 
     runtime.delete(att)
     assert not (data_dir / "kubernetes" / "10.244.7.2").exists()
