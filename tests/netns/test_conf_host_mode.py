@@ -10,12 +10,12 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import uuid
 
 import pytest
 
 from conf import defaults
+from helpers.cni_cli import kube_router_cni
 from helpers.traffic import connect_through, tcp_exchange
 
 NODE_PYTHON = "/usr/bin/python3"
@@ -36,15 +36,6 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("unshare") is None,
                        reason="needs unshare (util-linux) for a private mount namespace"),
 ]
-
-
-def kube_router_cni(*args) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-c", "import sys; from conf.cli import main; sys.exit(main())",
-           *map(str, args)]
-    env = {k: v for k, v in os.environ.items() if k != defaults.CONF_FILE_ENV}
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env)
-    assert out.returncode == 0, out.stderr
-    return out
 
 
 def make_node_root(root):

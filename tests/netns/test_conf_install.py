@@ -11,21 +11,13 @@ import sys
 import pytest
 
 from conf import defaults
+from helpers.cni_cli import kube_router_cni
 from helpers.traffic import connect_through, tcp_exchange
 
 REFERENCE = "/usr/lib/cni"
 needs_reference = pytest.mark.skipif(
     not all(os.access(f"{REFERENCE}/{p}", os.X_OK) for p in ("loopback", "bridge", "host-local")),
     reason="needs the reference plugins in /usr/lib/cni (Debian containernetworking-plugins)")
-
-
-def kube_router_cni(*args) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-c", "import sys; from conf.cli import main; sys.exit(main())",
-           *map(str, args)]
-    env = {k: v for k, v in os.environ.items() if k != defaults.CONF_FILE_ENV}
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env)
-    assert out.returncode == 0, out.stderr
-    return out
 
 
 @pytest.fixture
