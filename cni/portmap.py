@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 
 from cni import iptables as ipt
-from cni import ipnet, names, skel
+from cni import ipnet, localnet, names, skel
 from cni import portmap_rules as rules
 from cni.record import Record
 from cni.skel import CniError
@@ -171,8 +171,19 @@ def routed_interface(ip: ipnet.Address, route_table: str) -> str:
     return best
 
 
+def ensure_localnet_guard(host: Host) -> None:
+    """The raw-table guard route_localnet needs (cni/localnet.py), put in place before it."""
+    ipt.transact(host.iptables(4), localnet.TABLE, localnet.build_guard_restore, host.lock,
+                 host.log)
+
+
 def ensure_route_localnet(host: Host, ip: ipnet.Address) -> None:
-    """Let 127.0.0.0/8 sources be routed out to the container (the 127.0.0.1:hostPort case)."""
+    """Let 127.0.0.0/8 sources be routed out to the container (the 127.0.0.1:hostPort case).
+
+    Only after the guard is in place: route_localnet alone lets pods reach the
+    node's loopback services.
+    """
+    ensure_localnet_guard(host)
     with open(f"{host.proc}/net/route") as f:
         ifname = routed_interface(ip, f.read())
     if not ifname:
@@ -234,6 +245,10 @@ def check(host: Host, conf: Conf, container_id: str, ifname: str, prev_result: d
         if plan is not None:
             problems += [f"ipv{family}: {p}"
                          for p in rules.check_plan(plan, host.iptables(family).save(rules.TABLE))]
+        if plan is not None and family == 4 and plan.setmark_chain and \
+                localnet.build_guard_restore(host.iptables(4).save(localnet.TABLE)):
+            problems.append(f"ipv4: the {localnet.PLUGIN_CHAIN} guard is missing from raw "
+                            "PREROUTING, or not ahead of its other rules")
     if problems:
         raise CniError(skel.INTERNAL, "hostPort rules do not match the configuration",
                        "; ".join(problems))

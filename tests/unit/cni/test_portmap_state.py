@@ -8,17 +8,19 @@ import subprocess
 import pytest
 
 from cni import iptables as ipt
-from cni import names, portmap, skel
+from cni import localnet, names, portmap, skel
 
 BUILTIN_CHAINS = ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING")
 TARGETS = {"ACCEPT", "DROP", "RETURN", "DNAT", "SNAT", "MASQUERADE", "MARK"}
 
 
 class FakeXtables:
-    """The nat tables of one namespace, both families; restore is all-or-nothing."""
+    """The nat tables of one namespace, both families, and IPv4's raw table (the localnet
+    guard); restore is all-or-nothing."""
 
     def __init__(self):
         self.tables = {4: self._empty(), 6: self._empty()}
+        self.raw = {"PREROUTING": [], "OUTPUT": []}
         self.restores: list[str] = []
         self.conntrack: list[list[str]] = []
         self.conntrack_missing = False
@@ -37,9 +39,15 @@ class FakeXtables:
             return subprocess.CompletedProcess(argv, 1, "", "0 flow entries have been deleted.")
         family = 6 if tool.startswith("ip6") else 4
         if tool.endswith("-save"):
+            if argv[1:] == ["-t", "raw"] and family == 4:
+                return subprocess.CompletedProcess(argv, 0, self.save(4, "raw"), "")
             assert argv[1:] == ["-t", "nat"]
             return subprocess.CompletedProcess(argv, 0, self.save(family), "")
         assert argv[1:] == ["--noflush", "-w"], argv
+        if input.startswith("*raw"):
+            assert family == 4, "the localnet guard is IPv4 only"
+            self.raw = self._apply(copy.deepcopy(self.raw), input)
+            return subprocess.CompletedProcess(argv, 0, "", "")
         if self.before_restore:
             hook, self.before_restore = self.before_restore, None
             hook(self)
@@ -50,10 +58,10 @@ class FakeXtables:
             return subprocess.CompletedProcess(argv, 1, "", f"iptables-restore: {exc}")
         return subprocess.CompletedProcess(argv, 0, "", "")
 
-    def save(self, family: int) -> str:
-        chains = self.tables[family]
-        lines = ["*nat"] + [f":{c} {'ACCEPT' if c in BUILTIN_CHAINS else '-'} [0:0]"
-                            for c in chains]
+    def save(self, family: int, table: str = "nat") -> str:
+        chains = self.tables[family] if table == "nat" else self.raw
+        lines = [f"*{table}"] + [f":{c} {'ACCEPT' if c in BUILTIN_CHAINS else '-'} [0:0]"
+                                 for c in chains]
         lines += [f"-A {c} {r}" for c, rules in chains.items() for r in rules]
         return "\n".join(lines + ["COMMIT", ""])
 
@@ -67,7 +75,7 @@ class FakeXtables:
 
     @staticmethod
     def _line(chains, line):
-        if line in ("*nat", "COMMIT", ""):
+        if line in ("*nat", "*raw", "COMMIT", ""):
             return
         if line.startswith(":"):
             name = line[1:].split()[0]
@@ -272,6 +280,21 @@ def test_route_localnet_is_set_on_the_interface_routing_to_the_container(kernel,
     assert (conf_dir / "kr-br/route_localnet").read_text() == "1"   # 10.0.0.0/24 beats /16
     assert (conf_dir / "cni0/route_localnet").read_text() == "0"
     assert (conf_dir / "eth0/route_localnet").read_text() == "0"
+    assert kernel.raw["PREROUTING"] == [f"-j {localnet.PLUGIN_CHAIN}"]
+
+
+def test_no_route_localnet_when_the_guard_cannot_be_written(kernel, host, tmp_path):
+    real = kernel.__call__
+
+    def refuse_raw(argv, input=None):
+        if input is not None and input.startswith("*raw"):
+            return subprocess.CompletedProcess(argv, 1, "", "iptables-restore: no raw table")
+        return real(argv, input)
+    host.run = refuse_raw
+    with pytest.raises(ipt.IptablesError):
+        portmap.add(host, conf(WEB), "cid1", "eth0", V4)
+    assert (tmp_path / "sys/net/ipv4/conf/kr-br/route_localnet").read_text() == "0"
+    assert kernel.ours(4) == ""      # ADD rolled back
 
 
 def test_no_route_localnet_without_snat(kernel, host, tmp_path):
