@@ -5,7 +5,6 @@ containernetworking/plugins; the bridge defaults to ``kube-bridge``.
 """
 from __future__ import annotations
 
-import errno
 import os
 import sys
 
@@ -17,7 +16,8 @@ from cni.undo import UndoStack
 DEFAULT_BRIDGE = "kube-bridge"
 CONTAINER_IF = 2            # index of the container interface in the result's "interfaces"
 IFA_F_TENTATIVE, IFA_F_DADFAILED = 0x40, 0x08
-
+# libcni's words for CNI_NETNS naming the plugin's own namespace (code 8)
+OWN_NETNS = "plugin's netns and netns from CNI_NETNS should not be the same"
 
 
 class BridgeConf(Record):
@@ -262,10 +262,14 @@ def ensure_ip_forward(ips) -> None:
 
 
 def open_pod_netns(path: str) -> int:
+    """ADD and CHECK's pod namespace; never the node's own (the pod's eth0, address and
+    default route would land on the node)."""
     try:
-        return netns.open_netns(path)
+        return netns.open_container_netns(path)
     except netns.NotANetns as exc:
         raise CniError(skel.UNKNOWN_CONTAINER, exc.strerror) from None
+    except netns.NodeNetns as exc:
+        raise CniError(skel.INVALID_NETNS, OWN_NETNS, exc.strerror) from None
 
 
 def cmd_add(req) -> dict:
@@ -335,46 +339,12 @@ def _masq_setup(req, conf: BridgeConf, result: dict, undo: UndoStack) -> None:
         ipmasq.ensure(conf.name, req.container_id, [ipc["address"] for ipc in result["ips"]])
 
 
-def _masq_teardown(req, conf: BridgeConf) -> None:
-    if conf.ip_masq:
-        from cni import ipmasq
-        with ipmasq.cni_errors("ipMasq"):
-            ipmasq.cleanup(conf.name, req.container_id)
-
-
 # ---- DEL --------------------------------------------------------------------
 
 
 def cmd_del(req) -> None:
-    conf = parse_config(req.conf, req.args)
-    if conf.ipam is not None:
-        from cni import ipam
-        ipam.exec_del(req, conf.ipam)
-    if req.netns:
-        try:
-            pod_fd = netns.open_netns(req.netns)
-        except netns.NotANetns:
-            pod_fd = None                 # the pod is gone, and its veth with it
-        if pod_fd is not None:
-            try:
-                with netns.entered(pod_fd):
-                    pod = netlink.Netlink()
-                with pod:
-                    link = pod.link_get(req.ifname)
-                    if link is not None:
-                        _delete_link(pod, link)
-            finally:
-                os.close(pod_fd)
-    _masq_teardown(req, conf)
-
-
-def _delete_link(pod: netlink.Netlink, link: netlink.Link) -> None:
-    # Deleting one end of a veth deletes both; a concurrent DEL may have won the race.
-    try:
-        pod.link_del(link.index, what=link.name)
-    except OSError as exc:
-        if exc.errno != errno.ENODEV:
-            raise CniError(skel.INTERNAL, str(exc)) from None
+    from cni import bridge_del
+    bridge_del.delete(req, parse_config(req.conf, req.args))
 
 
 # ---- CHECK ------------------------------------------------------------------

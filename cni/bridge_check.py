@@ -15,17 +15,12 @@ def check(req, conf: bridge.BridgeConf) -> None:
     prev = req.prev_result
     if not prev:
         raise CniError(skel.INVALID_CONFIG, "required prevResult missing")
-    if conf.ipam is not None:
-        from cni import ipam
-        ipam.exec_check(req, conf.ipam)
-    ifaces = prev.get("interfaces", [])
-    cont = next((i for i in ifaces if i.get("sandbox") and i["name"] == req.ifname), None)
-    br_if = next((i for i in ifaces if i["name"] == conf.bridge and not i.get("sandbox")), None)
-    veth_if = next((i for i in ifaces if not i.get("sandbox") and i is not br_if), None)
-    if cont is None or br_if is None or veth_if is None:
-        raise CniError(skel.INTERNAL, "prevResult lacks the bridge, host veth or container interface")
     pod_fd = bridge.open_pod_netns(req.netns)
     try:
+        if conf.ipam is not None:
+            from cni import ipam
+            ipam.exec_check(req, conf.ipam)
+        cont, br_if, veth_if = _prev_interfaces(prev, req.ifname, conf.bridge)
         with netlink.Netlink() as host:
             _, veth = _check_host(host, conf, br_if, veth_if)
             with netns.entered(pod_fd):
@@ -36,6 +31,16 @@ def check(req, conf: bridge.BridgeConf) -> None:
         raise CniError(skel.INTERNAL, str(exc)) from None
     finally:
         os.close(pod_fd)
+
+
+def _prev_interfaces(prev: dict, ifname: str, bridge_name: str):
+    ifaces = prev.get("interfaces", [])
+    cont = next((i for i in ifaces if i.get("sandbox") and i["name"] == ifname), None)
+    br_if = next((i for i in ifaces if i["name"] == bridge_name and not i.get("sandbox")), None)
+    veth_if = next((i for i in ifaces if not i.get("sandbox") and i is not br_if), None)
+    if cont is None or br_if is None or veth_if is None:
+        raise CniError(skel.INTERNAL, "prevResult lacks the bridge, host veth or container interface")
+    return cont, br_if, veth_if
 
 
 def _fail(msg: str) -> CniError:

@@ -62,6 +62,34 @@ def open_netns(path: str) -> int:
     return fd
 
 
+class NodeNetns(OSError):
+    """The path names the plugin's own network namespace (the node's), not a container's."""
+
+
+def same_namespace(a: os.stat_result, b: os.stat_result) -> bool:
+    """Whether two nsfs files are one namespace. A namespace is an inode on nsfs:
+    /proc/PID/ns/net, /proc/self/ns/net and a bind mount of either under /run/netns
+    all stat to the same (st_dev, st_ino), whatever their paths."""
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def is_current_netns(fd: int) -> bool:
+    """Whether the namespace ``fd`` names is the calling thread's own."""
+    return same_namespace(os.fstat(fd), os.stat("/proc/thread-self/ns/net"))
+
+
+def open_container_netns(path: str) -> int:
+    """``open_netns`` for a container's namespace: NodeNetns when ``path`` names the
+    caller's own. Checked on the opened fd, so a path swapped after the check cannot
+    slip the node's namespace in."""
+    fd = open_netns(path)
+    if is_current_netns(fd):
+        os.close(fd)
+        raise NodeNetns(errno.EINVAL, f"netns {path!r} is the plugin's own network namespace,"
+                        " not a container's")
+    return fd
+
+
 class entered:
     """``with entered(netns_fd):`` runs the block with the calling thread inside the
     namespace of ``netns_fd``, and puts the thread back where it was afterwards."""

@@ -30,11 +30,16 @@ def bridge_conf(data_dir, *, subnets=("10.88.0.0/24",), plugin="kube-router-brid
     return conf
 
 
-def cni(host_ns, command, conf, netns="", cid="ctr1", ifname="eth0", binary=BRIDGE):
-    """Exec a plugin inside ``host_ns``; return (exit status, parsed stdout)."""
+def exec_plugin(host_ns, command, conf, netns="", cid="ctr1", ifname="eth0", binary=BRIDGE):
+    """Exec a plugin inside ``host_ns``; the completed process."""
     env = {"CNI_COMMAND": command, "CNI_CONTAINERID": cid, "CNI_NETNS": netns,
            "CNI_IFNAME": ifname, "CNI_PATH": f"{BIN}:/usr/lib/cni", "PATH": os.environ["PATH"]}
-    proc = host_ns.exec([binary], input=json.dumps(conf), env=env, check=False)
+    return host_ns.exec([binary], input=json.dumps(conf), env=env, check=False)
+
+
+def cni(host_ns, command, conf, netns="", cid="ctr1", ifname="eth0", binary=BRIDGE):
+    """Exec a plugin inside ``host_ns``; return (exit status, parsed stdout)."""
+    proc = exec_plugin(host_ns, command, conf, netns, cid, ifname, binary)
     out = json.loads(proc.stdout) if proc.stdout.strip() else None
     return proc.returncode, out
 
@@ -223,6 +228,42 @@ def test_add_with_a_missing_netns_names_the_path(host_ns, data_dir):
     rc, err = cni(host_ns, "ADD", bridge_conf(data_dir), "/run/netns/krt-missing", "ctr1")
     assert rc == 1 and err["code"] == 3 and "/run/netns/krt-missing" in err["msg"]
     assert leases(data_dir) == []
+
+
+def node_state(host_ns):
+    """The node's links, global addresses and IPv4 routes (every table)."""
+    links = json.loads(host_ns.exec("ip -j addr show").stdout)
+    return ({(link["ifname"], link.get("master")) for link in links},
+            {(link["ifname"], f"{a['local']}/{a['prefixlen']}") for link in links
+             for a in link.get("addr_info", []) if a.get("scope") != "link"},
+            host_ns.exec("ip -4 route show table all").stdout)
+
+
+@pytest.mark.parametrize("own", ["bind mount", "/proc/self/ns/net"])
+def test_the_plugins_own_namespace_is_not_a_pod_namespace(netns_factory, host_ns, data_dir, own):
+    pod = netns_factory("pod")
+    conf = bridge_conf(data_dir)
+    result = add(host_ns, conf, pod, "ctr1")           # the node has kbr0, a veth, a lease
+    path = host_ns.path if own == "bind mount" else own   # both name the plugin's namespace
+    before = node_state(host_ns)
+    for command, stdin in (("ADD", conf), ("CHECK", dict(conf, prevResult=result))):
+        rc, err = cni(host_ns, command, stdin, path, "ctr2")
+        assert rc == 1 and err["code"] == 8, err
+        assert err["msg"] == "plugin's netns and netns from CNI_NETNS should not be the same"
+        assert path in err["details"], err
+        assert node_state(host_ns) == before, command   # no address, route, veth or bridge
+        assert leases(data_dir) == ["10.88.0.2"]
+    # DEL touches no link in that namespace (the node's eth0 stays) and succeeds; the
+    # container's lease is released as for a pod whose namespace is gone.
+    host_ns.exec("ip link add eth0 type veth peer name eth0-peer")
+    before = node_state(host_ns)
+    proc = exec_plugin(host_ns, "DEL", conf, path, "ctr1")
+    assert (proc.returncode, proc.stdout) == (0, ""), proc
+    assert "no link deleted" in proc.stderr and path in proc.stderr
+    assert node_state(host_ns) == before
+    assert leases(data_dir) == []
+    assert cni(host_ns, "DEL", conf, pod.path, "ctr1") == (0, None)
+    assert host_veths(host_ns) == ["eth0", "eth0-peer"]
 
 
 def test_check_passes_then_fails_on_lost_address_and_hairpin(netns_factory, host_ns, data_dir):
