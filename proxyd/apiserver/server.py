@@ -98,6 +98,7 @@ class ApiServer:
                                  Controllers(list(config.cluster_cidrs), masks))
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._address = (config.host, config.port)
         self.ensure_bootstrap()
 
     def ensure_bootstrap(self) -> None:
@@ -115,12 +116,15 @@ class ApiServer:
 
     @property
     def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
+        host, port = self._address      # known while stopped, for a restart on it
         return f"http://{host}:{port}"
 
     def start(self) -> "ApiServer":
-        self._httpd = _HTTPServer((self.config.host, self.config.port), self.registry,
-                                  self.config.bookmark_interval)
+        """Serve; a stopped server starts again on the same address with its objects and
+        resourceVersions kept, as kube-apiserver restarting over the same etcd."""
+        self.store.reopen()
+        self._httpd = _HTTPServer(self._address, self.registry, self.config.bookmark_interval)
+        self._address = self._httpd.server_address[:2]
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="apiserver",
                                         daemon=True)
         self._thread.start()

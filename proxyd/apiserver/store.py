@@ -101,3 +101,7 @@ class Store:
         with self.lock:
             self.closed = True
             self.changed.notify_all()
+
+    def reopen(self) -> None:
+        with self.lock:
+            self.closed = False
