@@ -25,6 +25,7 @@ from proxyd.health import HealthCheck, Heartbeat, HTTPEndpoint
 from proxyd.k8s import cache
 from proxyd.k8s.client import KINDS, KubeClient, build_configuration, resolve_node_name
 from proxyd.k8s.informer import Informer
+from proxyd.k8s.reachability import Reachability
 from proxyd.k8s.tracker import Change, ChangeTracker
 from proxyd.metrics import Metrics, metrics_endpoint
 from proxyd.runner import BoundedFrequencyRunner
@@ -83,6 +84,8 @@ class Daemon:
         self.metrics = metrics or Metrics()
         self._client = client
         self._informer_options = dict(informer_options or {})
+        # One probe of the API server for all informers, run only while it seems gone.
+        self.api_server = Reachability(lambda: self._client.probe())
         self.informers: dict[str, Informer] = {}
         self.runners: dict[str, BoundedFrequencyRunner] = {}
         self.endpoints: list[HTTPEndpoint] = []
@@ -95,10 +98,12 @@ class Daemon:
         for kind in sorted({k for c in self.controllers for k in c.kinds}):
             self.informers[kind] = Informer(self._client, KINDS[kind], indexers=INDEXERS.get(kind),
                                             count_event=self.metrics.count_event,
+                                            reachability=self.api_server,
                                             **self._informer_options)
         for controller in self.controllers:
             self._wire(controller)
         self._start_endpoints()
+        self.api_server.start()
         for informer in self.informers.values():
             informer.start()
         self._wait_for_caches()
@@ -140,11 +145,14 @@ class Daemon:
 
     def status(self) -> tuple[int, str, bytes]:
         """/statusz: per controller, its last successful sync and the resourceVersions it
-        covered, so a caller that just wrote to the API can tell when the node caught up."""
+        covered, so a caller that just wrote to the API can tell when the node caught up;
+        whether the API server answers and since when it has not (no address, no error text:
+        /statusz is served without authentication)."""
         body = {name: {"last_sync": runner.heartbeat,
                        "resource_versions": self.synced_versions.get(name, {})}
                 for name, runner in self.runners.items()}
-        return 200, "application/json", (json.dumps({"controllers": body}, indent=1) + "\n").encode()
+        doc = {"api_server": self.api_server.status(), "controllers": body}
+        return 200, "application/json", (json.dumps(doc, indent=1) + "\n").encode()
 
     def _wait_for_caches(self) -> None:
         deadline = time.monotonic() + self.config.cache_sync_timeout.total_seconds()
@@ -182,6 +190,7 @@ class Daemon:
                     log.exception("%s: stopping failed", controller.name)
         for informer in self.informers.values():
             informer.stop()
+        self.api_server.stop()
         for endpoint in self.endpoints:
             endpoint.stop()
         if self._client is not None:

@@ -20,6 +20,7 @@ import os
 import socket
 from typing import Any, Iterator, Mapping
 
+import urllib3
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 from kubernetes.config.incluster_config import (
@@ -119,6 +120,15 @@ class KubeClient:
                  ("allowWatchBookmarks", "true"), ("timeoutSeconds", str(timeout_seconds))]
         return WatchStream(self._request(kind.path, query, (10.0, read_timeout), stream=True))
 
+    def probe(self, timeout: float = 1.0) -> bool:
+        """Whether the server answers: any response below 500 to GET /readyz (a 403 is an
+        answer; a 5xx is a server that is not ready or a proxy with no server behind it)."""
+        try:
+            self._request("/readyz", [], timeout)
+        except ApiError as e:
+            return 0 < e.status < 500
+        return True
+
     def _request(self, path: str, query: list, timeout: Any, stream: bool = False):
         method, url, headers, _, _ = self._api.param_serialize(
             "GET", path, query_params=query, header_params={"Accept": "application/json"},
@@ -152,6 +162,8 @@ class WatchStream:
             for line in self._resp:
                 if line.strip():
                     yield json.loads(line)
+        except (urllib3.exceptions.HTTPError, OSError) as e:  # the connection broke mid-stream
+            raise ApiError(0, f"{type(e).__name__}: {e}") from e
         finally:
             self._resp.release_conn()
 

@@ -9,7 +9,12 @@ The loop:
   MODIFIED only where the resourceVersion moved) -> has_synced -> watch from
   the list's resourceVersion with bookmarks and a jittered timeout; a watch
   that ends normally is resumed from the last resourceVersion seen; 410 Gone
-  re-lists at once, any other error re-lists after a capped, jittered backoff.
+  re-lists at once, any other error re-lists after a capped, jittered backoff,
+  cut short when the daemon's shared ``Reachability`` sees the server come
+  back from an outage (client-go re-lists as soon as a watch connects).
+
+A failed list changes nothing in the store: during an outage the caches, and
+so what the controllers enforce, stay exactly as they were.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ from typing import Callable, Mapping
 
 from proxyd.k8s.cache import IndexFunc, Store, object_key
 from proxyd.k8s.client import ApiError, Kind, KubeClient
+from proxyd.k8s.reachability import Reachability
 from proxyd.runner import Backoff
 
 log = logging.getLogger(__name__)
@@ -37,7 +43,8 @@ class Informer:
                  indexers: Mapping[str, IndexFunc] | None = None,
                  watch_timeout: float = 300.0, read_margin: float = 30.0,
                  backoff: Backoff | None = None, rng: Callable[[], float] = random.random,
-                 count_event: EventCounter = lambda kind, type_: None):
+                 count_event: EventCounter = lambda kind, type_: None,
+                 reachability: Reachability | None = None):
         self.kind = kind
         self.store = Store(indexers)
         self._client = client
@@ -45,6 +52,8 @@ class Informer:
         self._watch_timeout, self._read_margin, self._rng = watch_timeout, read_margin, rng
         self._backoff = backoff or Backoff(0.5, 30.0, rng=rng)
         self._count = count_event
+        self._reach = reachability
+        self._returns_seen = 0  # reachability.returns when the last request was made
         self._synced = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -69,6 +78,8 @@ class Informer:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
+        if self._reach is not None:
+            self._reach.interrupt()
         stream = self._stream
         if stream is not None:
             stream.abort()
@@ -77,10 +88,12 @@ class Informer:
 
     def _run(self) -> None:
         delay = 0.0
-        while not self._stop.wait(delay):
+        while not self._pause(delay):
             try:
                 rv = self._list()
                 self._backoff.reset()
+                if self._reach is not None:
+                    self._reach.answered()
                 while not self._stop.is_set():
                     rv = self._watch(rv)
                 delay = 0.0
@@ -91,10 +104,28 @@ class Informer:
                 if self._stop.is_set():
                     break
                 delay = self._backoff.next()
+                if self._reach is not None:
+                    self._reach.failed(e)
                 log.warning("%s: list/watch failed (%s); listing again in %.2fs",
                             self.kind.name, e, delay)
 
+    def _pause(self, delay: float) -> bool:
+        """Wait ``delay`` or until the API server is back from an outage; True once stopped."""
+        if self._reach is None or delay <= 0:
+            return self._stop.wait(delay)
+        if self._reach.wait_for_return(self._returns_seen, delay, self._stop.is_set):
+            if not self._stop.is_set():
+                log.info("%s: the API server is back; listing now", self.kind.name)
+        return self._stop.is_set()
+
+    def _mark_request(self) -> None:
+        # A return from an outage while this request is under way still cuts the backoff
+        # that follows its failure short.
+        if self._reach is not None:
+            self._returns_seen = self._reach.returns
+
     def _list(self) -> str:
+        self._mark_request()
         items, rv = self._client.list(self.kind)
         self.lists += 1
         for old, new in self.store.replace(items):
@@ -106,6 +137,7 @@ class Informer:
     def _watch(self, rv: str) -> str:
         # Jitter spreads the re-watches of many nodes (client-go: timeout * [1, 2)).
         timeout = int(self._watch_timeout * (1 + self._rng()))
+        self._mark_request()
         self._stream = self._client.watch(self.kind, rv, timeout,
                                           read_timeout=timeout + self._read_margin)
         try:
