@@ -55,6 +55,18 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, fmt, *args):
         log.debug("%s " + fmt, self.address_string(), *args)
 
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except ConnectionError as gone:     # reading the next request of a keep-alive client
+            self._client_gone(gone)
+
+    def _client_gone(self, gone: ConnectionError, during: str = "") -> None:
+        # A client that hangs up (a watch it stops, a process that exits) is routine: one
+        # line, not socketserver's traceback on stderr.
+        host, port = self.client_address[:2]
+        log.info("client %s:%s went away%s: %s", host, port, during, gone.strerror or gone)
+
     def _send_json(self, code: int, body, content_type: str = "application/json") -> None:
         data = body if isinstance(body, bytes) else json.dumps(body, separators=(",", ":")).encode()
         self.send_response(code)
@@ -94,8 +106,9 @@ class Handler(BaseHTTPRequestHandler):
             self._serve_resource(route, query)
         except err.ApiError as failure:
             self._send_error(failure)
-        except (BrokenPipeError, ConnectionResetError):
+        except ConnectionError as gone:
             self.close_connection = True
+            self._client_gone(gone, f" during {self.command} {self.path}")
         except Exception:
             log.exception("%s %s failed", self.command, self.path)
             self._send_error(err.ApiError(500, "InternalError", "an error on the server "

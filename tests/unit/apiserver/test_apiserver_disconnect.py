@@ -1,0 +1,73 @@
+"""A client that hangs up mid-request costs one log line, never a socketserver traceback."""
+import http.client
+import logging
+import socket
+import struct
+import time
+
+import pytest
+
+LOGGER = "proxyd.apiserver.http"
+
+
+def _connect(server) -> socket.socket:
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    return socket.create_connection((host, int(port)), timeout=5)
+
+
+def _reset(sock: socket.socket) -> None:
+    """Close with an RST, as a killed process or a client dropping unread data does."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def _gone_lines(caplog, count: int, timeout: float = 5.0) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        lines = [r.getMessage() for r in caplog.records
+                 if r.name == LOGGER and "went away" in r.getMessage()]
+        if len(lines) >= count:
+            time.sleep(0.3)                 # and nothing more comes after it
+            return [r.getMessage() for r in caplog.records if r.name == LOGGER]
+        time.sleep(0.02)
+    raise AssertionError(f"no 'went away' line within {timeout}s: {caplog.text}")
+
+
+@pytest.fixture
+def quiet_log(caplog):
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    return caplog
+
+
+def test_a_watch_dropped_mid_stream_is_one_line(server_factory, quiet_log, capfd):
+    server = server_factory(bookmark_interval=0.05)
+    sock = _connect(server)
+    path = "/api/v1/namespaces?watch=true&allowWatchBookmarks=true"
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    received = b""
+    while b'"type":"ADDED"' not in received:      # the stream is flowing
+        received += sock.recv(65536)
+    assert received.startswith(b"HTTP/1.1 200")
+    _reset(sock)
+    lines = _gone_lines(quiet_log, 1)
+    assert len(lines) == 1, lines
+    assert "went away during GET " + path in lines[0]
+    assert "Traceback" not in capfd.readouterr().err
+    assert "Traceback" not in quiet_log.text
+
+
+def test_a_client_gone_between_requests_is_one_line(server_factory, quiet_log, capfd):
+    server = server_factory()
+    sock = _connect(server)
+    sock.sendall(b"GET /api/v1/namespaces HTTP/1.1\r\nHost: x\r\n\r\n")
+    response = http.client.HTTPResponse(sock)
+    response.begin()
+    assert response.status == 200 and b'"NamespaceList"' in response.read()
+    _reset(sock)                                   # while the server reads the next request
+    half = _connect(server)
+    half.sendall(b"GET /api/v1/namespaces HTTP/1.1\r\nHo")
+    time.sleep(0.1)
+    _reset(half)                                   # in the middle of the headers
+    lines = _gone_lines(quiet_log, 2)
+    assert len(lines) == 2 and all("went away: " in line for line in lines), lines
+    assert "Traceback" not in capfd.readouterr().err
