@@ -4,7 +4,8 @@ health, metrics and a graceful stop.
 A controller is any object with ``name``, ``kinds`` (keys of ``k8s.client.KINDS``
 it reads), ``sync_period`` and ``min_sync_interval`` (seconds) and
 ``sync(ctx: SyncContext)``; optionally ``bind_runner(request)`` (to ask for a sync
-on events of its own) and ``stop()`` (to end child processes). Its sync computes the whole desired state from the
+on events of its own), ``stop()`` (to end child processes) and ``preflight()`` (why
+the kernel cannot run it, or None). Its sync computes the whole desired state from the
 stores and applies it; the tracker's changes tell it what moved since the
 last successful sync. Nothing syncs before every informer it reads has synced.
 
@@ -212,10 +213,25 @@ def build_controllers(config: Config, node_name: str) -> list[Controller]:
     return controllers
 
 
+def runnable(controllers: Sequence[Controller]) -> list[Controller]:
+    """The controllers this kernel can run. One left out is logged once, with what to do,
+    and the others run: a sync that can only fail would log it on every retry."""
+    ready = []
+    for controller in controllers:
+        preflight = getattr(controller, "preflight", None)
+        problem = preflight() if preflight is not None else None
+        if problem:
+            log.error("%s not started: %s", controller.name, problem)
+        else:
+            ready.append(controller)
+    return ready
+
+
 def run(config: Config, controllers: Sequence[Controller], **daemon_options) -> int:
     """Run until SIGTERM or SIGINT; 0 on a clean stop, 1 if the daemon cannot start."""
     logging.basicConfig(level=logging.DEBUG if config.v >= 2 else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    controllers = runnable(controllers)
     if not controllers:
         log.error("cannot start: no controller to run")
         return 1

@@ -42,10 +42,38 @@ SYSCTLS = {"net/ipv4/vs/conntrack": "1", "net/ipv4/vs/expire_nodest_conn": "1",
            "net/ipv4/conf/all/arp_ignore": "1", "net/ipv4/conf/all/arp_announce": "2"}
 
 
+# Made by the ip_vs module in every network namespace: there exactly when IPVS is.
+IPVS_PROC = "/proc/net/ip_vs"
+
+
+def load_ip_vs(run=subprocess.run) -> str:
+    """``modprobe ip_vs``; its complaint, "" when it loaded (or was built in)."""
+    try:
+        done = run(["modprobe", "ip_vs"], capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"modprobe ip_vs: {e}"
+    if done.returncode == 0:
+        return ""
+    lines = (done.stderr or "").strip().splitlines()
+    return lines[-1] if lines else f"modprobe ip_vs: exit status {done.returncode}"
+
+
 def ensure_ipvs_module() -> None:
     """IPVS's sysctls exist only once ip_vs is loaded; kube-router loads it too."""
-    if not os.path.exists("/proc/net/ip_vs"):
-        subprocess.run(["modprobe", "ip_vs"], capture_output=True, check=False)
+    if not os.path.exists(IPVS_PROC):
+        load_ip_vs()
+
+
+def ipvs_missing(exists=os.path.exists, load=load_ip_vs) -> str | None:
+    """None when the kernel has IPVS (loading ip_vs if it is a module); else what to do."""
+    if exists(IPVS_PROC):
+        return None
+    why = load() or f"it loaded, yet there is no {IPVS_PROC}"
+    if exists(IPVS_PROC):
+        return None
+    return (f"the kernel has no IPVS, kernel module ip_vs ({why}): load it with "
+            "`modprobe ip_vs` (install the kernel's IPVS modules if it is not found) "
+            "or run with --run-service-proxy=false")
 
 
 class ServiceProxyController:
@@ -54,8 +82,10 @@ class ServiceProxyController:
 
     def __init__(self, config: Config, node_name: str, *, ipvs: IPVSApplier | None = None,
                  vips: VIPApplier | None = None, ipsets: IPSetApplier | None = None,
-                 tables: dict | None = None, sysctl=ensure_sysctl, addresses=local_addresses):
+                 tables: dict | None = None, sysctl=ensure_sysctl, addresses=local_addresses,
+                 ipvs_check=ipvs_missing):
         self.node_name = node_name
+        self._ipvs_check = ipvs_check
         self.families = tuple(f for f, on in ((4, config.enable_ipv4), (6, config.enable_ipv6)) if on)
         self.flags = ProxyFlags(self.families, tuple(config.service_cluster_ip_range),
                                 config.nodeport_bindon_all_ip, config.masquerade_all,
@@ -83,6 +113,10 @@ class ServiceProxyController:
             config.service_tcp_timeout, config.service_tcpfin_timeout, config.service_udp_timeout))
         self._ensure_timeouts = ensure_timeouts
         self._problems: list[str] = []
+
+    def preflight(self) -> str | None:
+        """Why this controller cannot run here (no IPVS), or None."""
+        return self._ipvs_check()
 
     def owns(self, protocol: str, address: str, port: int) -> bool:
         ip = ipaddress.ip_address(address)

@@ -12,9 +12,12 @@ import sys
 import time
 import urllib.request
 
+import pytest
+
 from proxyd.apiserver import ApiServer, ServerConfig
 from proxyd.kernel import names
 from proxyd.sim.apiclient import SimApi
+from proxyd.sim.vm import ipvs_available
 
 KUBE_ROUTER = os.path.join(os.path.dirname(sys.executable), "kube-router")
 HEALTH_PORT = 20244
@@ -44,9 +47,9 @@ def _chains(node):
     return {line[1:].split()[0] for line in saved.splitlines() if line.startswith(":")}
 
 
-def _start(node, url, log):
+def _start(node, url, log, proxy="false"):
     return node.popen([KUBE_ROUTER, f"--master={url}", "--hostname-override=node-a",
-                       "--run-firewall=true", "--run-router=false", "--run-service-proxy=false",
+                       "--run-firewall=true", "--run-router=false", f"--run-service-proxy={proxy}",
                        f"--health-port={HEALTH_PORT}", "--health-addr=127.0.0.1"],
                       stdout=log, stderr=log)
 
@@ -100,4 +103,38 @@ def test_start_sync_change_and_sigterm_leaves_the_kernel_as_it_is(netns_factory,
             proc.wait()
         log.close()
         api.close()
+        server.stop()
+
+
+def test_without_ipvs_the_service_proxy_is_left_out_and_the_firewall_runs(netns_factory, tmp_path):
+    if ipvs_available():
+        pytest.skip("this kernel has IPVS (or can load ip_vs): the service proxy would run")
+    node = netns_factory("node")
+    node.exec("ip link set lo up")
+    server = ApiServer(ServerConfig(host="127.0.0.1"))
+    node.call(server.start)
+    log_path = tmp_path / "kube-router.log"
+    log = open(log_path, "wb")
+    proc = None
+    try:
+        proc = _start(node, server.url, log, proxy="true")      # --run-service-proxy=true
+        _wait(lambda: _get(node, "/statusz")[0] == 200 and json.loads(_get(node, "/statusz")[1])
+              ["controllers"]["firewall"]["last_sync"], what="the firewall's first sync")
+        assert set(json.loads(_get(node, "/statusz")[1])["controllers"]) == {"firewall"}
+        assert names.NETPOL_FORWARD in _chains(node)
+        time.sleep(1.5)                         # a sync that could only fail would retry by now
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+        log.flush()
+        text = log_path.read_text()
+        assert text.count("service-proxy not started") == 1, text
+        assert "kernel module ip_vs" in text and "modprobe ip_vs" in text, text
+        assert "--run-service-proxy=false" in text
+        assert "Traceback" not in text
+        assert "kube-router started on node node-a: firewall\n" in text
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
         server.stop()
