@@ -167,8 +167,9 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     low, _, high = args.service_node_port_range.partition("-")
-    if args.verbose:
-        logging.basicConfig(level=logging.DEBUG)
+    # INFO shows clients that went away; -v adds every request.
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return ServerConfig(host=args.bind_address, port=args.port,
                         service_cidrs=tuple(args.service_cluster_ip_range.split(",")),
                         cluster_cidrs=tuple(c for c in args.cluster_cidr.split(",") if c),

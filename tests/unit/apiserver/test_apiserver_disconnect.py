@@ -1,13 +1,18 @@
 """A client that hangs up mid-request costs one log line, never a socketserver traceback."""
 import http.client
 import logging
+import pathlib
+import signal
 import socket
 import struct
+import subprocess
+import sys
 import time
 
 import pytest
 
 LOGGER = "proxyd.apiserver.http"
+ROOT = pathlib.Path(__file__).resolve().parents[3]
 
 
 def _connect(server) -> socket.socket:
@@ -71,3 +76,31 @@ def test_a_client_gone_between_requests_is_one_line(server_factory, quiet_log, c
     lines = _gone_lines(quiet_log, 2)
     assert len(lines) == 2 and all("went away: " in line for line in lines), lines
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_the_server_process_prints_one_line_on_stderr(tmp_path):
+    err_path = tmp_path / "stderr"
+    with open(err_path, "wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "proxyd.apiserver", "--port=0"], cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=err, text=True)
+    try:
+        url = proc.stdout.readline().split()[-1]
+        assert url.startswith("http://127.0.0.1:"), url
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        half = socket.create_connection((host, int(port)), timeout=5)
+        half.sendall(b"GET /api/v1/namespaces HTTP/1.1\r\nHo")
+        time.sleep(0.1)
+        _reset(half)
+        deadline = time.monotonic() + 5
+        while "went away" not in err_path.read_text() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+    lines = err_path.read_text().splitlines()
+    assert len(lines) == 1 and "went away: Connection reset by peer" in lines[0], lines
