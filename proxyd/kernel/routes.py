@@ -275,6 +275,13 @@ class RouteApplier:
                       if m.get("table") == self._table]
         return found
 
+    def installed(self) -> list[tuple[str, str]]:
+        """(prefix, next hop) of every route of ours: its gateway, or its tunnel's remote."""
+        remotes = {msg["index"]: view.remote for msg in self._links()
+                   if (view := _tunnel_view(msg))}
+        return sorted((kr.prefix, kr.gateway or remotes[kr.oif]) for kr in self._routes()
+                      if kr.proto == self._protocol and (kr.gateway or kr.oif in remotes))
+
     def sync_routes(self, desired: Iterable[Route]) -> list[str]:
         """Routes of our protocol in our table are ours: replace those missing or different,
         delete ours not desired; never touch a route of another protocol (a prefix one holds

@@ -1,22 +1,27 @@
 """The BGP pod routing controller (``--run-router``).
 
-gobgpd runs as this daemon's child, driven over gRPC on 127.0.0.1
-(``--gobgp-admin-port``). Each sync:
+gobgpd runs as this daemon's child, driven over gRPC on a root-only unix
+socket in the runtime directory (gobgpd.py). Each sync:
   1. reads this node and every other node from the cache (model.py decides the
      ASN, router id, peers and pod CIDR adverts);
   2. (re)starts gobgpd if it is not running, and StartBgp with that identity;
   3. adds/removes peers and adverts so gobgpd holds exactly the desired ones;
   4. turns the best paths gobgpd learned into kernel routes and ipip tunnels
-     (proxyd/kernel/routes.py), and keeps pod egress SNAT in step
+     (proxyd/kernel/routes.py), keeping what a peer that has not caught up
+     since a restart announced (hold.py), and keeps pod egress SNAT in step
      (egress.py).
 A best-path change seen by gobgpd's watch asks the runner for a sync, so
 learned routes reach the kernel within the runner's minimum interval.
-Stopping the daemon stops gobgpd (peers drop the sessions) but leaves the
-kernel routes in place.
+Stopping the daemon kills gobgpd without a NOTIFICATION (so peers with
+graceful restart keep our routes while we restart) and leaves the kernel
+routes in place; the next start adopts them.
 """
 from __future__ import annotations
 
 import logging
+import os
+import threading
+import time
 from typing import Callable
 
 from proxyd.config import Config
@@ -26,7 +31,8 @@ from proxyd.kernel.routes import RouteApplier
 from proxyd.kernel.sysctl import ensure_sysctl
 from proxyd.routing import egress
 from proxyd.routing.bgp import IPV4_UNICAST, IPV6_UNICAST, BgpSpeaker, GracefulRestart, Peer
-from proxyd.routing.gobgpd import GobgpdProcess, admin_api_port
+from proxyd.routing.gobgpd import SOCKET_NAME, GobgpdProcess, admin_port_refusal, runtime_dir
+from proxyd.routing.hold import HeldPath, RouteHold
 from proxyd.routing.model import (DesiredBgp, LearnedPath, NodeError, RouterFlags,
                                   annotation_peers, bgp_node, build_bgp, build_routes,
                                   service_vips, unbuilt_annotations, vip_adverts)
@@ -63,7 +69,8 @@ class RoutingController:
                  speaker_factory: Callable[[str], BgpSpeaker] = BgpSpeaker,
                  routes: RouteApplier | None = None,
                  connected: Callable[[], list[str]] = connected_subnets,
-                 egress_applier: egress.PodEgress | None = None):
+                 egress_applier: egress.PodEgress | None = None,
+                 clock: Callable[[], float] = time.monotonic):
         self.node_name = node_name
         self.flags = router_flags(config)
         self.hold_time = int(config.bgp_holdtime.total_seconds())
@@ -74,7 +81,18 @@ class RoutingController:
         self.sync_period = min(config.routes_sync_period, config.injected_routes_sync_period
                                ).total_seconds()
         self.min_sync_interval = min(MIN_SYNC_INTERVAL, self.sync_period)
-        self.gobgpd = gobgpd or GobgpdProcess(admin_api_port(config.gobgp_admin_port))
+        if gobgpd is None:
+            gobgpd = GobgpdProcess(os.path.join(runtime_dir(), SOCKET_NAME))
+            refusal = admin_port_refusal(config.gobgp_admin_port, gobgpd.socket_path)
+            if refusal:
+                log.info("%s", refusal)
+        self.gobgpd = gobgpd
+        # How long a route outlives the silence of the peer that announced it: as long
+        # as a graceful-restart peer would keep ours (--bgp-graceful-restart-time).
+        self.hold = RouteHold(config.bgp_graceful_restart_time.total_seconds())
+        self._clock = clock
+        self._hold_timer: threading.Timer | None = None
+        self._adopted = False
         self._speaker_factory = speaker_factory
         self.routes = routes
         self._connected = connected
@@ -111,20 +129,41 @@ class RoutingController:
         desired.adverts += vip_adverts(self._services(ctx), me, self.flags)
         for family in self.flags.families:
             ensure_sysctl(_FORWARDING[family], "1")
+        if self.routes is None:
+            self.routes = RouteApplier()
         self._ensure_speaker(desired)
         self._sync_peers(desired)
         self._sync_adverts(desired)
-        learned = [LearnedPath(p.prefix, p.nexthop)
-                   for family in self.flags.families
-                   for p in self._speaker.paths(_FAMILY_NAMES[family]) if p.best and not p.local]
-        tunnels, routes = build_routes(me, learned, self._connected(), self.flags,
-                                       [a.prefix for a in desired.adverts])
-        if self.routes is None:
-            self.routes = RouteApplier()
+        tunnels, routes = build_routes(me, self._learned_or_held(), self._connected(),
+                                       self.flags, [a.prefix for a in desired.adverts])
         self.routes.sync_tunnels(tunnels)
         self.routes.sync_routes(routes)
         if self.egress is not None:
             self.egress.sync([n.pod_cidrs for n in others], [n.addresses for n in others])
+
+    def _learned_or_held(self) -> list[LearnedPath]:
+        """gobgpd's best paths, plus what a peer that has not caught up announced before."""
+        learned = [HeldPath(p.prefix, p.nexthop, p.peer_address)
+                   for family in self.flags.families
+                   for p in self._speaker.paths(_FAMILY_NAMES[family]) if p.best and not p.local]
+        established = {p.address: p.state == "established" for p in self._speaker.peers()}
+        now = self._clock()
+        paths = self.hold.paths(learned, self._peers, established, now)
+        if self.hold.held:
+            log.info("BGP: keeping %d route(s) until their peers catch up: %s",
+                     len(self.hold.held), ", ".join(f"{p.prefix} via {p.nexthop}"
+                                                   for p in self.hold.held[:5]))
+        self._schedule_hold_check(self.hold.next_check(self._peers, now))
+        return [LearnedPath(p.prefix, p.nexthop) for p in paths]
+
+    def _schedule_hold_check(self, delay: float | None) -> None:
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
+        if delay is not None:
+            self._hold_timer = threading.Timer(delay, lambda: self._wake())
+            self._hold_timer.daemon = True
+            self._hold_timer.start()
 
     def _services(self, ctx) -> list:
         """Every Service's VIPs, with whether this node has a ready endpoint of it."""
@@ -147,10 +186,14 @@ class RoutingController:
 
     def _ensure_speaker(self, desired: DesiredBgp) -> None:
         identity = (desired.asn, desired.router_id)
+        if not self._adopted:       # what an earlier run installed is held, not deleted
+            self.hold.adopt(self.routes.installed(), self._clock())
+            self._adopted = True
         if not self.gobgpd.alive:
             if self._speaker is not None:
                 log.warning("gobgpd exited (status %s); starting it again", self.gobgpd.returncode)
             self._close_speaker()
+            self.hold.sessions_reset()
             self.gobgpd.start()
         if self._speaker is None:
             self._speaker = self._speaker_factory(self.gobgpd.api_target)
@@ -160,6 +203,7 @@ class RoutingController:
                          identity)
                 self._speaker.stop()
                 self._peers, self._adverts = {}, set()
+                self.hold.sessions_reset()
             self._speaker.start(desired.asn, desired.router_id, self.flags.bgp_port,
                                 graceful_restart=self.graceful_restart)
             self._identity = identity
@@ -210,9 +254,11 @@ class RoutingController:
         self._identity, self._peers, self._adverts = None, {}, set()
 
     def stop(self) -> None:
-        """Stop gobgpd; the routes it taught the kernel stay until the next start adopts them."""
+        """Kill gobgpd (no NOTIFICATION: graceful-restart peers keep our routes); the routes
+        it taught the kernel stay until the next start adopts them."""
+        self._schedule_hold_check(None)
         self._close_speaker()
-        self.gobgpd.stop()
+        self.gobgpd.stop(hard=True)
 
 
 def cleanup_routing(routes: RouteApplier | None = None,

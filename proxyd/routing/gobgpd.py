@@ -4,8 +4,18 @@ kube-router embeds GoBGP's server in its own binary; here Debian's gobgpd runs
 beside the daemon with no config file, and everything (global config, peers,
 paths) is set over its gRPC API, as kube-router does with the embedded server.
 
-The API only ever listens on 127.0.0.1. BGP's own listen port and addresses
+The API listens only on a unix socket in the daemon's runtime directory
+(``runtime_dir()``, mode 0700): nothing but root on this node can reach it,
+whatever reaches the node's 127.0.0.1. gobgpd's API is unauthenticated and
+can add peers and paths, so it is never on TCP (kube-router's
+``--gobgp-admin-port``, on 127.0.0.1, is refused by name: see
+``admin_port_refusal``). Operators reach it with ``gobgp --target
+unix:///run/kube-router/gobgp.sock``. BGP's own listen port and addresses
 are set later by StartBgp (``bgp.BgpSpeaker.start``).
+
+gobgpd's output goes through a pipe into the daemon's log (``gobgpd: ...``
+lines), with the last lines kept for error messages: no log file is left
+anywhere when either process dies.
 
 Restarting after a crash is the caller's decision: ``alive`` and ``returncode``
 tell it happened, ``start()`` may be called again, and the new gobgpd starts
@@ -13,11 +23,12 @@ empty (global config, peers and paths must be sent again).
 """
 from __future__ import annotations
 
+import collections
+import logging
 import os
 import signal
-import socket
 import subprocess
-import tempfile
+import threading
 import time
 from typing import Callable
 
@@ -26,32 +37,31 @@ import grpc
 from .gobgp_api import gobgp_pb2 as pb
 from .gobgp_api import gobgp_pb2_grpc as pb_grpc
 
-API_HOST = "127.0.0.1"
-LOG_TAIL_BYTES = 2000
+DEFAULT_RUNTIME_DIR = "/run/kube-router"
+SOCKET_NAME = "gobgp.sock"
+LOG_TAIL_LINES = 40
+
+log = logging.getLogger(__name__)
 
 
 class GobgpdError(RuntimeError):
     """gobgpd did not start, or its API did not answer; the message ends with its log."""
 
 
-def free_loopback_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (in the caller's network namespace)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((API_HOST, 0))
-        return sock.getsockname()[1]
+def runtime_dir(environ=os.environ) -> str:
+    """The daemon's private directory: systemd's $RUNTIME_DIRECTORY (the unit's
+    RuntimeDirectory=kube-router), else /run/kube-router."""
+    return environ.get("RUNTIME_DIRECTORY", "").split(":")[0] or DEFAULT_RUNTIME_DIR
 
 
-def admin_api_port(gobgp_admin_port: int,
-                   pick_free: Callable[[], int] = free_loopback_port) -> int:
-    """The port gobgpd's API listens on, from kube-router's ``--gobgp-admin-port``.
-
-    In kube-router 0 means "no gRPC server". This daemon drives gobgpd only
-    through gRPC, so 0 means "a private port": a free one on 127.0.0.1, known
-    only to this process.
-    """
-    if not 0 <= gobgp_admin_port <= 65535:
-        raise ValueError(f"--gobgp-admin-port must be 0..65535, not {gobgp_admin_port}")
-    return gobgp_admin_port or pick_free()
+def admin_port_refusal(gobgp_admin_port: int, socket_path: str) -> str:
+    """What the daemon logs about kube-router's --gobgp-admin-port ("" for 0, which
+    kube-router also takes as "no gRPC server on TCP")."""
+    if not gobgp_admin_port:
+        return ""
+    return (f"--gobgp-admin-port={gobgp_admin_port} is not served: gobgpd's API is "
+            f"unauthenticated, so this build serves it only on the root-only unix socket "
+            f"{socket_path}, never on TCP (use: gobgp --target unix://{socket_path} ...)")
 
 
 def api_answers(target: str, timeout: float) -> bool:
@@ -65,10 +75,13 @@ def api_answers(target: str, timeout: float) -> bool:
 
 
 def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM it when the daemon dies, even by SIGKILL, so no
-    gobgpd outlives its kube-router (prctl PR_SET_PDEATHSIG)."""
+    """In the child before exec: SIGKILL it when the daemon dies, so no gobgpd outlives
+    its kube-router (prctl PR_SET_PDEATHSIG). SIGKILL, not SIGTERM: a gobgpd that
+    terminates cleanly sends every peer a Cease NOTIFICATION, and peers drop our
+    routes at once even with graceful restart negotiated; a dead one only closes
+    its connections, which graceful restart rides out."""
     import ctypes
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
 
 
 def _default_runner(argv: list[str], **kwargs) -> subprocess.Popen:
@@ -78,39 +91,37 @@ def _default_runner(argv: list[str], **kwargs) -> subprocess.Popen:
 
 
 class GobgpdProcess:
-    """One gobgpd child process with its gRPC API on ``127.0.0.1:api_port``.
+    """One gobgpd child process with its gRPC API on the unix socket ``socket_path``.
 
     ``netns_runner(argv, stdout=..., stderr=...)`` starts the process (default:
     ``subprocess.Popen`` in a new session); a runner may wrap ``argv`` (for
     example with ``ip netns exec``) as long as the returned process is gobgpd
-    itself. ``api_target`` is where *this* process reaches the API; it only
-    differs from ``127.0.0.1:api_port`` when gobgpd runs in another network
-    namespace than its caller.
+    itself. A unix socket is reached by its path from any network namespace.
     """
 
-    def __init__(self, api_port: int, *, binary: str = "gobgpd", log_path: str | None = None,
+    def __init__(self, socket_path: str, *, binary: str = "gobgpd",
                  netns_runner: Callable[..., subprocess.Popen] | None = None,
-                 api_target: str | None = None, log_level: str = "info",
-                 start_timeout: float = 15.0, stop_timeout: float = 5.0,
-                 probe: Callable[[str, float], bool] = api_answers):
-        if not 0 < api_port <= 65535:
-            raise ValueError(f"gobgpd needs a real API port (1..65535), not {api_port}: "
-                             "see admin_api_port() for kube-router's 0")
-        self.api_port = api_port
-        self.api_target = api_target or f"{API_HOST}:{api_port}"
+                 log_level: str = "info", start_timeout: float = 15.0,
+                 stop_timeout: float = 5.0, probe: Callable[[str, float], bool] = api_answers,
+                 logger: logging.Logger = log):
+        if not os.path.isabs(socket_path):
+            raise ValueError(f"gobgpd's API socket needs an absolute path, not {socket_path!r}")
+        self.socket_path = socket_path
+        self.api_target = f"unix:{socket_path}"
         self.binary = binary
         self.log_level = log_level
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
         self._runner = netns_runner or _default_runner
         self._probe = probe
-        self._own_log = log_path is None
-        self.log_path = log_path
+        self._logger = logger
+        self._tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
+        self._reader: threading.Thread | None = None
         self._proc: subprocess.Popen | None = None
 
     def argv(self) -> list[str]:
         # Without --pprof-disable gobgpd opens a pprof HTTP server on localhost:6060.
-        return [self.binary, f"--api-hosts={API_HOST}:{self.api_port}", "--pprof-disable",
+        return [self.binary, f"--api-hosts=unix://{self.socket_path}", "--pprof-disable",
                 "--log-plain", f"--log-level={self.log_level}"]
 
     @property
@@ -130,55 +141,80 @@ class GobgpdProcess:
         """Start gobgpd and return once its API answers; raise GobgpdError if it does not."""
         if self.alive:
             raise GobgpdError(f"gobgpd already running (pid {self.pid})")
-        # Another gobgpd (say, one orphaned by a crashed daemon) holding the port would
-        # answer the readiness probe while ours fails to bind: refuse to start instead.
-        if self._probe(self.api_target, 0.5):
-            raise GobgpdError(f"something already answers gobgpd's API on {self.api_target}")
-        if self.log_path is None:
-            fd, self.log_path = tempfile.mkstemp(prefix="gobgpd-", suffix=".log")
-            os.close(fd)
-        with open(self.log_path, "ab") as log:
-            try:
-                self._proc = self._runner(self.argv(), stdin=subprocess.DEVNULL,
-                                          stdout=log, stderr=subprocess.STDOUT)
-            except OSError as exc:
-                self.stop()   # removes a log file made above
-                raise GobgpdError(f"cannot run {self.binary}: {exc}") from exc
+        self._prepare_socket()
+        self._tail.clear()
+        try:
+            self._proc = self._runner(self.argv(), stdin=subprocess.DEVNULL,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        except OSError as exc:
+            raise GobgpdError(f"cannot run {self.binary}: {exc}") from exc
+        self._reader = threading.Thread(target=self._read_output, args=(self._proc.stdout,),
+                                        name="gobgpd-log", daemon=True)
+        self._reader.start()
         try:
             self._wait_for_api()
         except GobgpdError:
             self.stop()
             raise
 
+    def _prepare_socket(self) -> None:
+        """A private directory (0700) and no stale socket left by a gobgpd that died."""
+        directory = os.path.dirname(self.socket_path)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        os.chmod(directory, 0o700)
+        # Another gobgpd (one a crashed daemon left behind) would answer the readiness
+        # probe while ours fails to listen: refuse to start instead.
+        if os.path.exists(self.socket_path):
+            if self._probe(self.api_target, 0.5):
+                raise GobgpdError(f"something already answers gobgpd's API on "
+                                  f"{self.socket_path}")
+            os.unlink(self.socket_path)
+
+    def _read_output(self, stream) -> None:
+        with stream:
+            for raw in stream:
+                line = raw.decode(errors="replace").rstrip()
+                self._tail.append(line)
+                self._logger.info("gobgpd: %s", line)
+
     def _wait_for_api(self) -> None:
         deadline = time.monotonic() + self.start_timeout
         while True:
             if not self.alive:
+                self._drain()
                 raise GobgpdError(f"gobgpd exited with status {self.returncode} before its "
-                                  f"API answered on {self.api_target}; log:\n{self.log_tail()}")
+                                  f"API answered on {self.socket_path}; log:\n{self.log_tail()}")
             if self._probe(self.api_target, 0.5):
                 return
             if time.monotonic() > deadline:
-                raise GobgpdError(f"gobgpd's API on {self.api_target} did not answer within "
+                raise GobgpdError(f"gobgpd's API on {self.socket_path} did not answer within "
                                   f"{self.start_timeout}s; log:\n{self.log_tail()}")
             time.sleep(0.05)
 
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL after ``stop_timeout``. Safe to call at any time, repeatedly."""
+    def _drain(self, timeout: float = 2.0) -> None:
+        if self._reader is not None:
+            self._reader.join(timeout)
+
+    def stop(self, *, hard: bool = False) -> None:
+        """SIGTERM (SIGKILL after ``stop_timeout``), or SIGKILL at once when ``hard``.
+
+        A hard stop sends peers no NOTIFICATION: with graceful restart they keep
+        our routes while this node's daemon restarts. Safe to call at any time.
+        """
         proc = self._proc
         if proc is not None and proc.poll() is None:
-            self._signal(proc, signal.SIGTERM)
+            self._signal(proc, signal.SIGKILL if hard else signal.SIGTERM)
             try:
                 proc.wait(self.stop_timeout)
             except subprocess.TimeoutExpired:
                 self._signal(proc, signal.SIGKILL)
                 proc.wait()
-        if self._own_log and self.log_path and not self.alive:
+        self._drain()
+        if proc is not None and proc.poll() is not None:
             try:
-                os.unlink(self.log_path)
+                os.unlink(self.socket_path)
             except FileNotFoundError:
                 pass
-            self.log_path = None
 
     @staticmethod
     def _signal(proc: subprocess.Popen, sig: int) -> None:
@@ -187,16 +223,9 @@ class GobgpdProcess:
         except ProcessLookupError:
             pass
 
-    def log_tail(self, size: int = LOG_TAIL_BYTES) -> str:
-        if not self.log_path:
-            return ""
-        try:
-            with open(self.log_path, "rb") as log:
-                log.seek(0, os.SEEK_END)
-                log.seek(max(0, log.tell() - size))
-                return log.read().decode(errors="replace")
-        except FileNotFoundError:
-            return ""
+    def log_tail(self) -> str:
+        """gobgpd's last lines of output."""
+        return "\n".join(self._tail)
 
     def rss_bytes(self) -> int | None:
         """gobgpd's resident memory, from /proc; None when it is not running."""

@@ -83,9 +83,11 @@ def start_daemon(node, master: str, workdir: str, bin_dir: str | None = None,
     log_path = os.path.join(workdir, node.name, "kube-router.log")
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     log(f"node {node.name}: {' '.join(os.path.basename(a) if i == 0 else a for i, a in enumerate(argv))}")
+    # Each node's private runtime directory (gobgpd's API socket), as systemd would give it.
+    env = {**os.environ, "RUNTIME_DIRECTORY": os.path.join(workdir, node.name, "run")}
     with open(log_path, "ab") as out:
         process = node.netns.popen(argv, stdin=subprocess.DEVNULL, stdout=out,
-                                   stderr=subprocess.STDOUT)
+                                   stderr=subprocess.STDOUT, env=env)
     return NodeDaemon(node.name, process, log_path)
 
 

@@ -1,13 +1,10 @@
 """The BGP engine with real sessions: gobgpd against gobgpd and against bird2.
 
-Every daemon runs inside a namespace the test made, with its gRPC API on that
-namespace's own 127.0.0.1. grpc cannot be pointed into a namespace from a
-thread that entered it: its C core connects from internal threads that keep
-the namespace they were created in (measured: a channel made in a setns'd
-thread still dials the root namespace's loopback once grpc was used there).
-So each API is reached through ``NamespacedApi``: a unix socket (a file, not
-bound to any network namespace) whose connections are relayed to a TCP socket
-created inside the namespace.
+Every daemon runs inside a namespace the test made. gobgpd's gRPC API is a
+unix socket, a file not bound to any network namespace, so this process
+reaches it by its path. (A TCP API inside the namespace would not do: grpc's
+C core connects from internal threads that keep the namespace they were
+created in, whatever thread asks.)
 """
 from __future__ import annotations
 
@@ -15,9 +12,7 @@ import os
 import queue
 import shutil
 import signal
-import socket
 import tempfile
-import threading
 import time
 
 import pytest
@@ -26,67 +21,13 @@ from helpers.netns import run, veth_pair, wait_for
 from helpers.traffic import tcp_exchange
 from proxyd.routing.bgp import (IPV4_UNICAST, IPV6_UNICAST, BgpError, BgpSpeaker, Path,
                                 Peer)
-from proxyd.routing.gobgpd import GobgpdError, GobgpdProcess, admin_api_port
+from proxyd.routing.gobgpd import GobgpdError, GobgpdProcess
 
 pytestmark = pytest.mark.skipif(not shutil.which("gobgpd"),
                                 reason="needs Debian's gobgpd (make setup installs it)")
 
 ASN = 64512
 BIRD_ASN = 64513
-API_PORT = admin_api_port(50051)
-
-
-class NamespacedApi:
-    """``unix:PATH`` for this process; each connection is relayed to
-    ``127.0.0.1:port`` inside ``ns``."""
-
-    def __init__(self, ns, port: int, directory: str):
-        self.ns, self.port = ns, port
-        self.path = os.path.join(directory, f"{ns.name}.sock")
-        self.target = f"unix:{self.path}"
-        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._listener.bind(self.path)
-        self._listener.listen(16)
-        self._sockets: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            upstream = self.ns.socket()
-            self._sockets += [client, upstream]
-            try:
-                upstream.connect(("127.0.0.1", self.port))
-            except OSError:
-                client.close()
-                continue
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            try:
-                dst.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
-
-    def close(self) -> None:
-        # shutdown() wakes the thread blocked in accept(); close() alone would not.
-        for sock in [self._listener, *self._sockets]:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            sock.close()
 
 
 @pytest.fixture
@@ -102,13 +43,10 @@ def gobgpd(sockdir):
     cleanups: list = []
 
     def start(ns):
-        api = NamespacedApi(ns, API_PORT, sockdir)
-        cleanups.append(api.close)
-        proc = GobgpdProcess(API_PORT, netns_runner=ns.popen, api_target=api.target,
-                             log_path=os.path.join(sockdir, f"{ns.name}.log"))
+        proc = GobgpdProcess(os.path.join(sockdir, ns.name, "gobgp.sock"), netns_runner=ns.popen)
         cleanups.append(proc.stop)
         proc.start()
-        speaker = BgpSpeaker(api.target)
+        speaker = BgpSpeaker(proc.api_target)
         cleanups.append(speaker.close)
         return proc, speaker
 
@@ -313,7 +251,7 @@ def test_killed_gobgpd_is_seen_dead_and_stop_is_idempotent(netns_factory, gobgpd
     speaker.start(ASN, "10.0.9.1", listen_port=-1)
     pid = proc.pid
     assert proc.alive and proc.rss_bytes() > 1_000_000
-    twin = GobgpdProcess(API_PORT, netns_runner=ns.popen, api_target=proc.api_target)
+    twin = GobgpdProcess(proc.socket_path, netns_runner=ns.popen)
     with pytest.raises(GobgpdError, match="something already answers"):
         twin.start()
     assert twin.pid is None

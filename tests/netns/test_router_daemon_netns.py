@@ -39,9 +39,7 @@ protocol bgp node {
 
 
 @pytest.mark.timeout(120)
-def test_external_peer_learns_the_pod_cidr_and_we_learn_its_prefix(netns_factory, tmp_path):
-    if not shutil.which("bird"):
-        pytest.skip("needs Debian's bird2 (make setup installs it)")
+def _topology(netns_factory):
     node, peer, pod = netns_factory("rt-node"), netns_factory("rt-bird"), netns_factory("rt-pod")
     veth_pair(node, "eth0", peer, "eth0")
     veth_pair(pod, "eth0", node, "podveth")
@@ -49,6 +47,31 @@ def test_external_peer_learns_the_pod_cidr_and_we_learn_its_prefix(netns_factory
             "ip addr add 10.244.0.1/24 dev podveth")
     peer.sh("ip link set lo up && ip addr add 10.0.1.3/24 dev eth0")
     pod.sh("ip addr add 10.244.0.2/24 dev eth0 && ip route add default via 10.244.0.1")
+    return node, peer, pod
+
+
+def _explain(tmp_path, peer, bird) -> None:
+    print((tmp_path / "kube-router.log").read_text()[-3000:])
+    print(peer.exec(["birdc", "-s", str(tmp_path / "bird.ctl"), "show", "protocols", "all",
+                     "node"], check=False).stdout[-2000:])
+    if bird.poll() is not None:
+        print("bird exited", bird.returncode, bird.stderr.read()[-1000:])
+
+
+def assert_api_only_on_the_unix_socket(node, rundir):
+    """gobgpd's API is the root-only unix socket, on no TCP port: it listens for BGP only."""
+    assert oct(rundir.stat().st_mode & 0o777) == "0o700"
+    assert (rundir / "gobgp.sock").is_socket()
+    listening = node.exec("ss -Hltnp").stdout
+    ports = {line.split()[3].rsplit(":", 1)[1] for line in listening.splitlines()
+             if '"gobgpd"' in line}
+    assert ports == {"179"}, listening
+
+
+def test_external_peer_learns_the_pod_cidr_and_we_learn_its_prefix(netns_factory, tmp_path):
+    if not shutil.which("bird"):
+        pytest.skip("needs Debian's bird2 (make setup installs it)")
+    node, peer, pod = _topology(netns_factory)
     server = ApiServer(ServerConfig(host="127.0.0.1"))
     node.call(server.start)
     api = SimApi(server.url, node.path)
@@ -70,7 +93,8 @@ def test_external_peer_learns_the_pod_cidr_and_we_learn_its_prefix(netns_factory
                              "--run-router=true", "--peer-router-ips=10.0.1.3",
                              "--peer-router-asns=65001", "--advertise-cluster-ip",
                              "--health-port=0"],
-                            stdout=log, stderr=log)
+                            stdout=log, stderr=log,
+                            env={**os.environ, "RUNTIME_DIRECTORY": str(tmp_path / "run")})
         t0 = time.monotonic()
         route = wait_for(lambda: peer.exec("ip route show 10.244.0.0/24").stdout, timeout=60,
                          what="bird learning the node's pod CIDR")
@@ -83,6 +107,7 @@ def test_external_peer_learns_the_pod_cidr_and_we_learn_its_prefix(netns_factory
                            timeout=30, what="kube-router installing bird's prefix")
         assert learned.split() == ["10.245.0.0/24", "via", "10.0.1.3", "dev", "eth0"]
         assert tcp_exchange(peer, pod, "10.244.0.2", 8200) == "10.0.1.3"   # over the BGP route
+        assert_api_only_on_the_unix_socket(node, tmp_path / "run")
 
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(20) == 0
@@ -93,11 +118,7 @@ def test_external_peer_learns_the_pod_cidr_and_we_learn_its_prefix(netns_factory
         assert "10.245.0.0/24" in node.exec(f"ip route show proto {names.ROUTE_PROTOCOL}").stdout
     except AssertionError:
         log.flush()
-        print((tmp_path / "kube-router.log").read_text()[-3000:])
-        print(peer.exec(["birdc", "-s", str(tmp_path / "bird.ctl"), "show", "protocols", "all",
-                         "node"], check=False).stdout[-2000:])
-        if bird.poll() is not None:
-            print("bird exited", bird.returncode, bird.stderr.read()[-1000:])
+        _explain(tmp_path, peer, bird)
         raise
     finally:
         for proc in (daemon, bird):

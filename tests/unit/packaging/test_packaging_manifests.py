@@ -331,6 +331,8 @@ def test_the_unit_restarts_and_stops_the_way_the_daemon_expects():
     # SIGTERM is the signal on which the daemon leaves the kernel state in place.
     assert service["KillSignal"] == "SIGTERM" and service["KillMode"] == "mixed"
     assert int(service["LimitNOFILE"]) >= 65536
+    # $RUNTIME_DIRECTORY is where gobgpd's root-only API socket goes (proxyd/routing/gobgpd.py).
+    assert service["RuntimeDirectory"] == "kube-router" and service["RuntimeDirectoryMode"] == "0700"
     assert "network-online.target" in " ".join(values(unit["Unit"], "After"))
     assert "network-online.target" in " ".join(values(unit["Unit"], "Wants"))
 

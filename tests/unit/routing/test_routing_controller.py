@@ -3,7 +3,7 @@ import pytest
 
 from proxyd import cli
 from proxyd.k8s.cache import Store
-from proxyd.routing.bgp import Path
+from proxyd.routing.bgp import Path, PeerState
 from proxyd.routing.controller import RoutingController
 
 
@@ -25,21 +25,26 @@ class FakeSpeaker:
 
     def __init__(self, target):
         self.started = None
-        self.peers, self.adverts, self.learned, self.watching = {}, set(), [], 0
+        self.configured, self.adverts, self.learned, self.watching = {}, set(), [], 0
+        self.down: set[str] = set()      # configured peers whose session is not established
 
     def start(self, asn, router_id, listen_port=179, **_):
         assert self.started is None, "StartBgp twice"
         self.started = (asn, router_id, listen_port)
 
     def stop(self):
-        self.started, self.peers, self.adverts = None, {}, set()
+        self.started, self.configured, self.adverts = None, {}, set()
 
     def add_peer(self, peer):
-        assert peer.address not in self.peers
-        self.peers[peer.address] = peer
+        assert peer.address not in self.configured
+        self.configured[peer.address] = peer
 
     def delete_peer(self, address):
-        del self.peers[address]
+        del self.configured[address]
+
+    def peers(self):
+        return [PeerState(a, p.asn, "active" if a in self.down else "established")
+                for a, p in sorted(self.configured.items())]
 
     def advertise(self, prefix, nexthop):
         self.adverts.add((prefix, nexthop))
@@ -60,8 +65,12 @@ class FakeSpeaker:
 
 
 class FakeRoutes:
-    def __init__(self):
+    def __init__(self, installed=()):
         self.tunnels, self.routes = [], []
+        self.found = list(installed)     # (prefix, next hop) of ours in the kernel at start
+
+    def installed(self):
+        return self.found
 
     def sync_tunnels(self, desired):
         self.tunnels = list(desired)
@@ -85,7 +94,15 @@ def node(name, ip, cidr, **annotations):
             "status": {"addresses": [{"type": "InternalIP", "address": ip}]}}
 
 
-def make(*flags):
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def make(*flags, installed=()):
     config, _ = cli.parse_args(["--run-router=true", "--enable-pod-egress=false", *flags])
     speakers = []
 
@@ -93,7 +110,8 @@ def make(*flags):
         speakers.append(FakeSpeaker(target))
         return speakers[-1]
     ctl = RoutingController(config, "node-a", gobgpd=FakeGobgpd(), speaker_factory=factory,
-                            routes=FakeRoutes(), connected=lambda: ["172.30.0.0/24"])
+                            routes=FakeRoutes(installed), connected=lambda: ["172.30.0.0/24"],
+                            clock=Clock())
     return ctl, speakers
 
 
@@ -120,7 +138,7 @@ def test_first_sync_starts_gobgpd_peers_every_node_and_advertises_the_pod_cidr()
     ctl.sync(Ctx(nodes))
     sp = speakers[0]
     assert ctl.gobgpd.starts == 1 and sp.started == (64512, "172.30.0.10", 179)
-    assert list(sp.peers) == ["172.30.0.11"] and sp.adverts == {("10.244.0.0/24", "172.30.0.10")}
+    assert list(sp.configured) == ["172.30.0.11"] and sp.adverts == {("10.244.0.0/24", "172.30.0.10")}
     # node-b's advert arrives: a direct route via node-b on the shared subnet
     sp.learned = [Path("10.244.1.0/24", "172.30.0.11", "172.30.0.11", best=True)]
     ctl.sync(Ctx(nodes))
@@ -128,7 +146,7 @@ def test_first_sync_starts_gobgpd_peers_every_node_and_advertises_the_pod_cidr()
     # node-b leaves: its peer goes; the learned path is withdrawn by gobgpd itself
     sp.learned = []
     ctl.sync(Ctx(store(node("node-a", "172.30.0.10", "10.244.0.0/24"))))
-    assert sp.peers == {} and ctl.routes.routes == [] and ctl.gobgpd.starts == 1
+    assert sp.configured == {} and ctl.routes.routes == [] and ctl.gobgpd.starts == 1
 
 
 def test_gobgpd_crash_restarts_it_and_restores_peers_and_adverts():
@@ -139,7 +157,7 @@ def test_gobgpd_crash_restarts_it_and_restores_peers_and_adverts():
     ctl.sync(Ctx(nodes))
     fresh = speakers[-1]
     assert ctl.gobgpd.starts == 2 and len(speakers) == 2
-    assert list(fresh.peers) == ["172.30.0.11"] and fresh.adverts == {("10.244.0.0/24", "172.30.0.10")}
+    assert list(fresh.configured) == ["172.30.0.11"] and fresh.adverts == {("10.244.0.0/24", "172.30.0.10")}
 
 
 def test_asn_annotation_change_restarts_the_speaker_and_a_bad_node_is_skipped():
@@ -156,7 +174,7 @@ def test_asn_annotation_change_restarts_the_speaker_and_a_bad_node_is_skipped():
     ctl.sync(Ctx(store(a2, node("node-b", "172.30.0.11", "10.244.1.0/24"))))
     sp = speakers[0]
     assert sp.started == (65010, "172.30.0.10", 179)
-    assert sp.peers == {}                       # node-b is in another AS now: no iBGP
+    assert sp.configured == {}                       # node-b is in another AS now: no iBGP
     assert sp.adverts == {("10.244.0.0/24", "172.30.0.10")}
 
 
@@ -193,3 +211,44 @@ def test_cluster_ips_advertised_with_the_flag_per_service_override_and_local_pol
     speakers[0].learned = [Path("10.96.0.10/32", "172.30.0.11", "172.30.0.11", best=True)]
     ctl.sync(Ctx(two_nodes(), services, slices))
     assert ctl.routes.routes == []
+
+
+def routed(ctl):
+    return [(r.prefix, r.gateway) for r in ctl.routes.routes]
+
+
+def test_a_restarted_daemon_keeps_the_routes_it_finds_until_its_peers_caught_up():
+    ctl, speakers = make(installed=[("10.244.1.0/24", "172.30.0.11")])
+    nodes = two_nodes()
+    ctl.sync(Ctx(nodes))                     # a new gobgpd: empty RIB, session not up yet
+    sp = speakers[0]
+    sp.down = {"172.30.0.11"}
+    ctl.sync(Ctx(nodes))
+    assert routed(ctl) == [("10.244.1.0/24", "172.30.0.11")]
+    ctl._clock.now += 60
+    sp.down = set()                          # established, but not for long enough yet
+    ctl.sync(Ctx(nodes))
+    assert routed(ctl) == [("10.244.1.0/24", "172.30.0.11")]
+    ctl._clock.now += 3                      # caught up, and node-b announces nothing
+    ctl.sync(Ctx(nodes))
+    assert routed(ctl) == []
+
+
+def test_gobgpd_crash_keeps_the_learned_routes_until_the_peer_is_back():
+    ctl, speakers = make()
+    nodes = two_nodes()
+    ctl.sync(Ctx(nodes))
+    speakers[0].learned = [Path("10.244.1.0/24", "172.30.0.11", "172.30.0.11", best=True)]
+    ctl._clock.now += 5
+    ctl.sync(Ctx(nodes))
+    ctl.gobgpd.alive = False                 # it died; the new one knows nothing yet
+    ctl.sync(Ctx(nodes))
+    assert len(speakers) == 2 and routed(ctl) == [("10.244.1.0/24", "172.30.0.11")]
+    # --bgp-graceful-restart-time (90 s by default) bounds the wait for a peer that stays quiet.
+    speakers[1].down = {"172.30.0.11"}
+    ctl._clock.now += 89
+    ctl.sync(Ctx(nodes))
+    assert routed(ctl) == [("10.244.1.0/24", "172.30.0.11")]
+    ctl._clock.now += 2
+    ctl.sync(Ctx(nodes))
+    assert routed(ctl) == []
