@@ -210,6 +210,9 @@ def build_controllers(config: Config, node_name: str) -> list[Controller]:
     if config.run_service_proxy:
         from proxyd.proxy.controller import ServiceProxyController
         controllers.append(ServiceProxyController(config, node_name))
+    if controllers:    # on every node the daemon runs on, whichever controllers it runs
+        from proxyd.kernel.localnet import LocalnetGuard
+        controllers.append(LocalnetGuard())
     return controllers
 
 
@@ -232,7 +235,7 @@ def run(config: Config, controllers: Sequence[Controller], **daemon_options) -> 
     logging.basicConfig(level=logging.DEBUG if config.v >= 2 else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     controllers = runnable(controllers)
-    if not controllers:
+    if not any(c.kinds for c in controllers):     # the localnet guard alone is no reason to run
         log.error("cannot start: no controller to run")
         return 1
     stop = threading.Event()

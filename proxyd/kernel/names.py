@@ -146,6 +146,15 @@ def is_service_set(name: str) -> bool:
     return name in _SERVICE_SETS or any(name == temp_name(s) for s in _SERVICE_SETS)
 
 
+# ---- the localnet guard (raw table): cni/localnet.py has the rules and the plugin's copy
+from cni.localnet import DAEMON_CHAIN as LOCALNET_GUARD_CHAIN  # noqa: E402  never change
+
+
+def is_localnet_chain(name: str) -> bool:
+    return name == LOCALNET_GUARD_CHAIN
+
+
 def is_daemon_chain(name: str) -> bool:
     """Any chain of any controller of this daemon."""
-    return is_netpol_chain(name) or is_egress_chain(name) or is_service_chain(name)
+    return (is_netpol_chain(name) or is_egress_chain(name) or is_service_chain(name)
+            or is_localnet_chain(name))

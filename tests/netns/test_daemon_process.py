@@ -72,6 +72,9 @@ def test_start_sync_change_and_sigterm_leaves_the_kernel_as_it_is(netns_factory,
         proc = _start(node, server.url, log)
         _wait(lambda: _get(node, "/healthz")[0] == 200, what="/healthz 200")
         _wait(lambda: names.NETPOL_FORWARD in _chains(node), what="the top chains")
+        # On every node it runs on, the daemon keeps its localnet guard first in raw PREROUTING.
+        _wait(lambda: node.exec("iptables -t raw -S PREROUTING").stdout.splitlines()[1:2]
+              == [f"-A PREROUTING -j {names.LOCALNET_GUARD_CHAIN}"], what="the localnet guard")
         pod_chain = names.pod_chain("x", "a", "ingress")
         assert pod_chain not in _chains(node)                  # nothing isolates x/a yet
 
@@ -120,7 +123,8 @@ def test_without_ipvs_the_service_proxy_is_left_out_and_the_firewall_runs(netns_
         proc = _start(node, server.url, log, proxy="true")      # --run-service-proxy=true
         _wait(lambda: _get(node, "/statusz")[0] == 200 and json.loads(_get(node, "/statusz")[1])
               ["controllers"]["firewall"]["last_sync"], what="the firewall's first sync")
-        assert set(json.loads(_get(node, "/statusz")[1])["controllers"]) == {"firewall"}
+        assert set(json.loads(_get(node, "/statusz")[1])["controllers"]) == {"firewall",
+                                                                        "localnet-guard"}
         assert names.NETPOL_FORWARD in _chains(node)
         time.sleep(1.5)                         # a sync that could only fail would retry by now
         proc.send_signal(signal.SIGTERM)
@@ -131,7 +135,7 @@ def test_without_ipvs_the_service_proxy_is_left_out_and_the_firewall_runs(netns_
         assert "kernel module ip_vs" in text and "modprobe ip_vs" in text, text
         assert "--run-service-proxy=false" in text
         assert "Traceback" not in text
-        assert "kube-router started on node node-a: firewall\n" in text
+        assert "kube-router started on node node-a: firewall, localnet-guard\n" in text
     finally:
         if proc is not None and proc.poll() is None:
             proc.kill()

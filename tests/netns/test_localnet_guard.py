@@ -9,6 +9,7 @@ import threading
 
 from helpers.hostport import (GUARD, GW4, MAPPINGS, NODE4, PEER4, ask, guard_in_place,
                               node, portmap_conf, prev_result, run_plugin)  # noqa: F401
+from proxyd.kernel.localnet import LocalnetGuard, cleanup_localnet_guard, desired_guard
 
 
 def loopback_listener(ns, port: int):
@@ -85,3 +86,45 @@ def test_a_pod_routing_127_0_0_1_via_its_gateway_cannot_reach_the_node_loopback(
     finally:
         for sock in listeners:
             sock.close()
+
+
+def raw_prerouting(ns) -> list[str]:
+    return [line for line in ns.exec("iptables-save -t raw").stdout.splitlines()
+            if line.startswith("-A PREROUTING")]
+
+
+def test_the_daemons_guard_alone_closes_the_hole_and_lives_beside_the_plugins(node):
+    host_ns, _, pod = node
+    listener = loopback_listener(host_ns, 50051)
+    try:
+        # route_localnet set by something else than our plugin: no plugin guard here.
+        host_ns.exec("sysctl -qw net.ipv4.conf.kbr0.route_localnet=1")
+        pod.sh(f"""ip addr flush dev lo
+                   ip route add 127.0.0.1/32 via {GW4} dev eth0
+                   sysctl -qw net.ipv4.conf.eth0.route_localnet=1""")
+        assert pod_reaches(pod, 50051)                    # the hole, open
+        guard = LocalnetGuard()
+        host_ns.call(guard.sync, None)
+        assert not pod_reaches(pod, 50051)
+        assert raw_prerouting(host_ns) == ["-A PREROUTING -j KUBE-ROUTER-LOCALNET"]
+
+        # The plugin adds its own guard; after one round each finds its jump where it wants
+        # it (the daemon's first) and neither writes again.
+        conf = portmap_conf(MAPPINGS[0], prev=prev_result(pod))
+        run_plugin(host_ns, "ADD", "ctrd", conf, pod.path)
+        host_ns.call(guard.sync, None)
+        settled = raw_prerouting(host_ns)
+        assert settled == ["-A PREROUTING -j KUBE-ROUTER-LOCALNET", f"-A PREROUTING -j {GUARD}"]
+        assert host_ns.call(guard.applier.apply, *desired_guard()) == 0
+        run_plugin(host_ns, "ADD", "ctre", portmap_conf(MAPPINGS[1], prev=prev_result(pod)),
+                   pod.path)
+        assert raw_prerouting(host_ns) == settled
+
+        # kube-router --cleanup-config removes the daemon's guard only: the plugin's holds.
+        assert host_ns.call(cleanup_localnet_guard) == ["raw chain KUBE-ROUTER-LOCALNET"]
+        assert raw_prerouting(host_ns) == [f"-A PREROUTING -j {GUARD}"]
+        assert not pod_reaches(pod, 50051)
+        run_plugin(host_ns, "DEL", "ctre", conf)
+        run_plugin(host_ns, "DEL", "ctrd", conf)
+    finally:
+        listener.close()
