@@ -19,8 +19,8 @@ import pytest
 
 from helpers.netns import run, veth_pair, wait_for
 from helpers.traffic import tcp_exchange
-from proxyd.routing.bgp import (IPV4_UNICAST, IPV6_UNICAST, BgpError, BgpSpeaker, Path,
-                                Peer)
+from proxyd.routing.bgp import (IPV4_UNICAST, IPV6_UNICAST, BgpError, BgpSpeaker,
+                                GracefulRestart, Path, Peer)
 from proxyd.routing.gobgpd import GobgpdError, GobgpdProcess
 
 pytestmark = pytest.mark.skipif(not shutil.which("gobgpd"),
@@ -273,3 +273,30 @@ def test_killed_gobgpd_is_seen_dead_and_stop_is_idempotent(netns_factory, gobgpd
     proc.stop()
     assert not proc.alive and proc.returncode == 0
     proc.stop()
+
+
+@pytest.mark.parametrize("graceful", [True, False], ids=["graceful-restart", "no-graceful-restart"])
+def test_a_killed_speakers_routes_stay_with_its_peer_only_with_graceful_restart(
+        netns_factory, gobgpd, graceful):
+    """What kube-router's stop and crash look like to a peer: gobgpd killed (no NOTIFICATION).
+    With graceful restart negotiated the peer keeps the routes, marked stale."""
+    a, b = _two_nodes(netns_factory)
+    proc_a, speaker_a = gobgpd(a)
+    _, speaker_b = gobgpd(b)
+    gr = GracefulRestart(restart_time=30, deferral_time=60) if graceful else None
+    speaker_a.start(ASN, "10.0.0.1", graceful_restart=gr)
+    speaker_b.start(ASN, "10.0.0.2", graceful_restart=gr)
+    speaker_a.add_peer(Peer("10.0.0.2", ASN, graceful_restart=gr))
+    speaker_b.add_peer(Peer("10.0.0.1", ASN, graceful_restart=gr))
+    wait_for(_established(speaker_b, "10.0.0.1"), timeout=30, what="iBGP session A-B")
+    speaker_a.advertise("10.244.0.0/24", "10.0.0.1")
+    learned = lambda: [p for p in speaker_b.paths() if p.prefix == "10.244.0.0/24"]  # noqa: E731
+    wait_for(learned, what="B learning A's prefix")
+    proc_a.stop(hard=True)                     # SIGKILL: as when kube-router dies or stops
+    wait_for(lambda: not _established(speaker_b, "10.0.0.1")(), timeout=10,
+             what="B seeing the session end")
+    time.sleep(1)
+    if graceful:
+        assert [(p.nexthop, p.best) for p in learned()] == [("10.0.0.1", True)]
+    else:
+        assert learned() == []
