@@ -21,8 +21,8 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from proxyd.sim.cniruntime import Attachment, CniRuntime  # noqa: E402
-from proxyd.sim.netns import Netns, run  # noqa: E402
+from krsim.cniruntime import Attachment, CniRuntime  # noqa: E402
+from krsim.netns import Netns, run  # noqa: E402
 
 REFERENCE_DIR = "/usr/lib/cni"
 TYPES = {"ours": ("kube-router-bridge", "kube-router-host-local", "kube-router-portmap"),

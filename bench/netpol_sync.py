@@ -24,7 +24,7 @@ from proxyd.kernel.ipset import IPSetApplier  # noqa: E402
 from proxyd.kernel.iptables import TableApplier  # noqa: E402
 from proxyd.netpol.build import NodeRanges, build_firewall  # noqa: E402
 from proxyd.netpol.model import build_node_firewall  # noqa: E402
-from proxyd.sim.netns import Netns  # noqa: E402
+from krsim.netns import Netns  # noqa: E402
 
 RANGES = NodeRanges((ipaddress.ip_network("10.96.0.0/12"),), (), (30000, 32767))
 

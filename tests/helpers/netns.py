@@ -5,8 +5,8 @@ conftest.py can prove none leaked.
 """
 import functools
 
-from proxyd.sim import netns as _sim
-from proxyd.sim.netns import run, veth_pair, wait_for  # noqa: F401  (re-exported)
+from krsim import netns as _sim
+from krsim.netns import run, veth_pair, wait_for  # noqa: F401  (re-exported)
 
 PREFIX = "krt-"
 

@@ -19,7 +19,7 @@ import tempfile
 
 from helpers import cgroups
 from helpers.netns import PREFIX, Netns, run
-from proxyd.sim.netns import unique_name
+from krsim.netns import unique_name
 
 BUSYBOX = "/bin/busybox"
 LIBCNI_CACHE = pathlib.Path("/var/lib/cni/results")

@@ -8,7 +8,7 @@ import socket
 import sys
 import uuid
 
-from proxyd.sim.cniruntime import Attachment, CniRuntime
+from krsim.cniruntime import Attachment, CniRuntime
 
 BIN = str(pathlib.Path(sys.executable).parent)
 

@@ -21,7 +21,7 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 @pytest.mark.timeout(1200)     # a whole two-node cluster under TCG emulation: ~4 min, more under load
 def test_services_through_ipvs_on_every_node(tmp_path):
     report = tmp_path / "services.json"
-    proc = subprocess.run([sys.executable, "-m", "proxyd.sim.cli", "run", "services",
+    proc = subprocess.run([sys.executable, "-m", "krsim.cli", "run", "services",
                            "--json", str(report)], capture_output=True, text=True, timeout=1100,
                           cwd=REPO, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
                                          "TMPDIR": str(tmp_path)})

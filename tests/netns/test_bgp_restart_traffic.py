@@ -21,8 +21,8 @@ import time
 import pytest
 
 from helpers.netns import wait_for
-from proxyd.sim import daemon, harness
-from proxyd.sim.cluster import Cluster
+from krsim import daemon, harness
+from krsim.cluster import Cluster
 
 PORT = 9100
 MANIFESTS = [

@@ -11,7 +11,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 from helpers.netns import Netns
-from proxyd.sim.cniruntime import Attachment, CniRuntime
+from krsim.cniruntime import Attachment, CniRuntime
 
 BIN = str(pathlib.Path(sys.executable).parent)
 PODS = 64

@@ -88,7 +88,7 @@ def test_launchers_name_node_paths_that_this_machine_lacks(node):
 
 
 def test_a_pod_comes_up_through_host_mode_launchers(node, tmp_path, host_ns, netns_factory):
-    from proxyd.sim.cniruntime import Attachment, CniRuntime
+    from krsim.cniruntime import Attachment, CniRuntime
 
     root, library, data_dir, _ = node
     wrappers = node_view_wrappers(tmp_path / "runtime-bin", root / "opt")

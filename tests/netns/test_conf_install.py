@@ -93,7 +93,7 @@ def test_installed_plugins_bring_up_a_pod_from_the_generated_file(tmp_path, host
     hostPort and a clean DEL."""
     import uuid
 
-    from proxyd.sim.cniruntime import Attachment, CniRuntime
+    from krsim.cniruntime import Attachment, CniRuntime
 
     data_dir = tmp_path / "var/lib/cni/networks"
     kube_router_cni("install", "--root", tmp_path, "--pod-cidr", "10.244.7.0/24",

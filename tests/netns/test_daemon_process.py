@@ -14,10 +14,10 @@ import urllib.request
 
 import pytest
 
-from proxyd.apiserver import ApiServer, ServerConfig
+from krsim.apiserver import ApiServer, ServerConfig
 from proxyd.kernel import names
-from proxyd.sim.apiclient import SimApi
-from proxyd.sim.vm import ipvs_available
+from krsim.apiclient import SimApi
+from krsim.vm import ipvs_available
 
 KUBE_ROUTER = os.path.join(os.path.dirname(sys.executable), "kube-router")
 HEALTH_PORT = 20244

@@ -19,9 +19,9 @@ import pytest
 
 from helpers.netns import veth_pair, wait_for
 from helpers.traffic import tcp_exchange
-from proxyd.apiserver import ApiServer, ServerConfig
+from krsim.apiserver import ApiServer, ServerConfig
 from proxyd.kernel import names
-from proxyd.sim.apiclient import SimApi
+from krsim.apiclient import SimApi
 
 KUBE_ROUTER = os.path.join(os.path.dirname(sys.executable), "kube-router")
 BIRD_CONF = """\

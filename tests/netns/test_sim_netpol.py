@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import pytest
 import yaml
 
-SIM = [sys.executable, "-m", "proxyd.sim.cli"]
+SIM = [sys.executable, "-m", "krsim.cli"]
 NODE_OF = {"a": "node-a", "b": "node-b", "c": "node-a"}
 POD_CIDR = {"node-a": "10.244.0.0/24", "node-b": "10.244.1.0/24"}   # allocated in node order
 NAMESPACES = ("x", "y", "z")

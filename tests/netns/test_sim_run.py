@@ -14,9 +14,9 @@ import uuid
 
 import pytest
 
-from proxyd.sim.netns import leaked_namespaces
+from krsim.netns import leaked_namespaces
 
-SIM = [sys.executable, "-m", "proxyd.sim.cli"]
+SIM = [sys.executable, "-m", "krsim.cli"]
 
 TWO_NODES = """
 nodes: [node-a, node-b]

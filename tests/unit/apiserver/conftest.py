@@ -5,7 +5,7 @@ import pytest
 from kubernetes import client
 
 from apiserver_helpers import make_client
-from proxyd.apiserver import ApiServer, ServerConfig
+from krsim.apiserver import ApiServer, ServerConfig
 
 
 @pytest.fixture

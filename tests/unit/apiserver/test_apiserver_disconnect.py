@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-LOGGER = "proxyd.apiserver.http"
+LOGGER = "krsim.apiserver.http"
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 
 
@@ -81,7 +81,7 @@ def test_a_client_gone_between_requests_is_one_line(server_factory, quiet_log, c
 def test_the_server_process_prints_one_line_on_stderr(tmp_path):
     err_path = tmp_path / "stderr"
     with open(err_path, "wb") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "proxyd.apiserver", "--port=0"], cwd=ROOT,
+        proc = subprocess.Popen([sys.executable, "-m", "krsim.apiserver", "--port=0"], cwd=ROOT,
                                 stdout=subprocess.PIPE, stderr=err, text=True)
     try:
         url = proc.stdout.readline().split()[-1]

@@ -12,7 +12,7 @@ from kubernetes.client.rest import ApiException
 
 from apiserver_helpers import pod_body
 from apiserver_helpers import make_client
-from proxyd.apiserver.kinds import NAMESPACES
+from krsim.apiserver.kinds import NAMESPACES
 
 
 def test_events_in_order_with_increasing_rvs(core):

@@ -9,7 +9,7 @@ import time
 from kubernetes import client
 
 from proxyd import cli
-from proxyd.apiserver import ApiServer, ServerConfig
+from krsim.apiserver import ApiServer, ServerConfig
 from proxyd.daemon import Daemon
 
 KINDS = ("nodes", "namespaces", "pods", "services", "endpointslices", "networkpolicies")

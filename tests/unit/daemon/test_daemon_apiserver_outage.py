@@ -13,8 +13,8 @@ import urllib.request
 from kubernetes import client
 
 from proxyd import cli
-from proxyd.apiserver import ApiServer, ServerConfig
-from proxyd.apiserver.kinds import NAMESPACES
+from krsim.apiserver import ApiServer, ServerConfig
+from krsim.apiserver.kinds import NAMESPACES
 from proxyd.daemon import Daemon
 from proxyd.k8s.client import KINDS, KubeClient, build_configuration
 from proxyd.k8s.informer import Informer

@@ -1,9 +1,9 @@
 """Probe expansion: specs + a cluster snapshot -> concrete probes."""
 import pytest
 
-from proxyd.sim.expand import (ClusterView, NodeView, PodView, ServiceView, expand_probes,
+from krsim.expand import (ClusterView, NodeView, PodView, ServiceView, expand_probes,
                                pod_matrix)
-from proxyd.sim.scenario import ScenarioError, parse_scenario
+from krsim.scenario import ScenarioError, parse_scenario
 
 VIEW = ClusterView(
     pods={"x/a": PodView("x/a", "node-a", ("10.244.0.2",), ((80, "TCP"), (53, "UDP")), "/ns/a"),

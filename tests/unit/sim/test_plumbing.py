@@ -4,8 +4,8 @@ import sys
 
 import pytest
 
-from proxyd.sim import daemon, vm
-from proxyd.sim.apiclient import object_path
+from krsim import daemon, vm
+from krsim.apiclient import object_path
 
 
 def test_object_paths():
@@ -21,7 +21,7 @@ def test_object_paths():
 def test_vm_rerun_is_the_same_command_inside_the_runner():
     argv = vm.vm_argv(["run", "/s.yaml", "--json", "/r.json"])
     assert argv[0].endswith("tests/vm/run") and os.access(argv[0], os.X_OK)
-    assert argv[1:] == ["--", sys.executable, "-m", "proxyd.sim.cli", "run", "/s.yaml",
+    assert argv[1:] == ["--", sys.executable, "-m", "krsim.cli", "run", "/s.yaml",
                         "--json", "/r.json"]
 
 
@@ -43,7 +43,7 @@ def test_daemon_command_line_is_one_the_daemon_accepts():
 
 
 def test_daemon_lagging_until_every_kind_reaches_the_newest_write():
-    from proxyd.sim.daemon import lagging
+    from krsim.daemon import lagging
     newest = {"pods": 40, "namespaces": 12, "networkpolicies": 0, "services": 99, "nodes": 3,
               "configmaps": 500}
     status = {"controllers": {"firewall": {"resource_versions": {

@@ -1,5 +1,5 @@
 """What the kubelet reads from a Pod and writes back."""
-from proxyd.sim import podspec
+from krsim import podspec
 
 POD = {"metadata": {"name": "a", "namespace": "x", "uid": "u1"},
        "spec": {"nodeName": "node-a", "containers": [

@@ -1,8 +1,8 @@
 """The --json report's shape and the matrix text."""
 import json
 
-from proxyd.sim.probe import Probe
-from proxyd.sim.report import render_matrix, report_json, step_json
+from krsim.probe import Probe
+from krsim.report import render_matrix, report_json, step_json
 
 
 def probe(target, result, expect, who=None, protocol="TCP", skip=None):

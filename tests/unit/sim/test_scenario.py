@@ -4,8 +4,8 @@ import pathlib
 import pytest
 from click.testing import CliRunner
 
-from proxyd.sim.cli import cli
-from proxyd.sim.scenario import Endpoint, ScenarioError, load_scenario, parse_scenario
+from krsim.cli import cli
+from krsim.scenario import Endpoint, ScenarioError, load_scenario, parse_scenario
 
 POD = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a", "namespace": "x"},
        "spec": {"nodeName": "node-a", "containers": [{"name": "c", "ports": [
@@ -97,7 +97,7 @@ def test_yaml_syntax_error_is_a_scenario_error():
 
 
 def test_built_in_scenarios_parse():
-    found = sorted(pathlib.Path(__file__).resolve().parents[3].glob("proxyd/sim/scenarios/*.yaml"))
+    found = sorted(pathlib.Path(__file__).resolve().parents[3].glob("krsim/scenarios/*.yaml"))
     assert {p.stem for p in found} >= {"demo", "two-nodes", "services"}
     for path in found:
         parsed = load_scenario(path.read_text(), path.stem)

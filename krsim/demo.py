@@ -10,8 +10,8 @@ from __future__ import annotations
 import pathlib
 import sys
 
-from proxyd.sim.harness import SettleError, play
-from proxyd.sim.scenario import load_scenario
+from krsim.harness import SettleError, play
+from krsim.scenario import load_scenario
 
 DEMO = pathlib.Path(__file__).resolve().parent / "scenarios" / "demo.yaml"
 

@@ -27,7 +27,7 @@ PROXY_KINDS = ("services", "endpointslices", "nodes")
 def service_proxy_runs() -> bool:
     """The service proxy runs where this build has it and the kernel has IPVS (in the VM)."""
     from proxyd import config
-    from proxyd.sim.vm import ipvs_available
+    from krsim.vm import ipvs_available
     return config.PROXY in config.IMPLEMENTED and ipvs_available()
 
 

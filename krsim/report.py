@@ -1,7 +1,7 @@
 """Connectivity matrices for people and the JSON report for machines."""
 from __future__ import annotations
 
-from proxyd.sim.probe import Probe
+from krsim.probe import Probe
 
 ALLOW, DENY, SKIP = "✓", "✗", "-"
 _MARK = {"allow": ALLOW, "deny": DENY, "skip": SKIP}

@@ -4,8 +4,8 @@ It serves the kinds kube-router watches (Namespace, Node, Pod, Service,
 EndpointSlice, NetworkPolicy), applies the API server's defaulting, and runs
 the controllers a cluster would (ClusterIP/NodePort and pod-CIDR allocation,
 EndpointSlices) synchronously on every write, so its behaviour is
-deterministic. ``python -m proxyd.apiserver --port N`` runs it.
+deterministic. ``python -m krsim.apiserver --port N`` runs it.
 """
-from proxyd.apiserver.server import ApiServer, ServerConfig
+from krsim.apiserver.server import ApiServer, ServerConfig
 
 __all__ = ["ApiServer", "ServerConfig"]

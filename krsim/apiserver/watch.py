@@ -5,12 +5,12 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from proxyd.apiserver.errors import ApiError
-from proxyd.apiserver.kinds import Resource
-from proxyd.apiserver.registry import Registry
-from proxyd.apiserver.selectors import (fields_match, labels_match, parse_field_selector,
+from krsim.apiserver.errors import ApiError
+from krsim.apiserver.kinds import Resource
+from krsim.apiserver.registry import Registry
+from krsim.apiserver.selectors import (fields_match, labels_match, parse_field_selector,
                                         parse_label_selector)
-from proxyd.apiserver.store import Event
+from krsim.apiserver.store import Event
 
 # The real server's --min-request-timeout: a watch without timeoutSeconds ends after 30-60 min.
 DEFAULT_TIMEOUT = 1800.0

@@ -10,7 +10,7 @@ import hashlib
 import ipaddress
 import json
 
-from proxyd.apiserver.selectors import selector_matches
+from krsim.apiserver.selectors import selector_matches
 
 MANAGED_BY = "endpointslice-controller.k8s.io"
 LABEL_SERVICE = "kubernetes.io/service-name"

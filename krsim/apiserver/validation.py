@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from proxyd.apiserver.errors import FieldError
+from krsim.apiserver.errors import FieldError
 
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")

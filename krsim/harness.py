@@ -10,12 +10,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from proxyd.sim import daemon, podspec
-from proxyd.sim.cluster import Cluster
-from proxyd.sim.expand import ClusterView, NodeView, PodView, ServiceView, expand_probes
-from proxyd.sim.probe import Probe, run_probes, sctp_available
-from proxyd.sim.report import render_matrix, report_json, step_json
-from proxyd.sim.scenario import Scenario, Step
+from krsim import daemon, podspec
+from krsim.cluster import Cluster
+from krsim.expand import ClusterView, NodeView, PodView, ServiceView, expand_probes
+from krsim.probe import Probe, run_probes, sctp_available
+from krsim.report import render_matrix, report_json, step_json
+from krsim.scenario import Scenario, Step
 
 SETTLE_TIMEOUT = 120.0   # generous for the emulated VM; the host needs ~1 s
 

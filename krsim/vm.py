@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
+REPO = pathlib.Path(__file__).resolve().parents[1]
 VM_RUNNER = REPO / "tests" / "vm" / "run"
 IPVS_NOTE = ("note: the service proxy needs IPVS, which this kernel lacks: svc/ and nodeport/ "
              "probes cannot be answered here. Try `kube-router-sim run --vm ...` to run the same "
@@ -29,7 +29,7 @@ def ipvs_available() -> bool:
 
 def vm_argv(args: list[str]) -> list[str]:
     """``args`` (the sim's own arguments, without --vm) as a command for the VM runner."""
-    return [str(VM_RUNNER), "--", sys.executable, "-m", "proxyd.sim.cli", *args]
+    return [str(VM_RUNNER), "--", sys.executable, "-m", "krsim.cli", *args]
 
 
 def outside_cwd(path: str) -> bool:

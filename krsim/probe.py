@@ -10,7 +10,7 @@ import socket
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from proxyd.sim.netns import _setns
+from krsim.netns import _setns
 
 
 @dataclass

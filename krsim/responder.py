@@ -1,6 +1,6 @@
 """A pod's listener: answers every TCP/SCTP connection and UDP datagram with the pod's name.
 
-Run inside the pod's namespace: ``python -m proxyd.sim.responder ns/pod --tcp 80 --udp 53``
+Run inside the pod's namespace: ``python -m krsim.responder ns/pod --tcp 80 --udp 53``
 (``--sctp 9`` where the kernel has SCTP).
 Probes read the answer to learn which pod replied (load balancing, affinity, DSR).
 """

@@ -11,12 +11,12 @@ from __future__ import annotations
 import ipaddress
 from typing import Protocol
 
-from proxyd.apiserver import endpointslices as eps
-from proxyd.apiserver.allocators import CIDRAllocator, IPAllocator, PortAllocator
-from proxyd.apiserver.defaults import default_service_families
-from proxyd.apiserver.errors import FieldError
-from proxyd.apiserver.kinds import ENDPOINTSLICES, NODES, PODS, SERVICES, Resource
-from proxyd.apiserver.selectors import selector_matches
+from krsim.apiserver import endpointslices as eps
+from krsim.apiserver.allocators import CIDRAllocator, IPAllocator, PortAllocator
+from krsim.apiserver.defaults import default_service_families
+from krsim.apiserver.errors import FieldError
+from krsim.apiserver.kinds import ENDPOINTSLICES, NODES, PODS, SERVICES, Resource
+from krsim.apiserver.selectors import selector_matches
 
 
 class AllocationError(Exception):

@@ -1,7 +1,7 @@
 """Discovery documents: /api, /apis, APIGroup, APIResourceList, /version, /openapi/v2."""
 from __future__ import annotations
 
-from proxyd.apiserver.kinds import ALL_VERBS, group_versions, resources_in
+from krsim.apiserver.kinds import ALL_VERBS, group_versions, resources_in
 
 VERSION = {"major": "1", "minor": "30", "gitVersion": "v1.30.0-kube-router-sim",
            "gitCommit": "0000000000000000000000000000000000000000", "gitTreeState": "clean",

@@ -64,7 +64,7 @@ def cli() -> None:
 def demo() -> None:
     """Build a two-node cluster, create pods with our CNI plugins, probe it, tear it down."""
     _require_root()
-    from proxyd.sim.demo import demo as run_demo
+    from krsim.demo import demo as run_demo
     sys.exit(stoppable(lambda: run_demo(click.echo)))
 
 
@@ -76,8 +76,8 @@ def demo() -> None:
               help="Run in a Debian-kernel VM (tests/vm/run): IPVS for the service proxy.")
 def run(scenario: str, json_path: str | None, vm: bool) -> None:
     """Play SCENARIO (a YAML file or a built-in name); exit 0 when every expectation holds."""
-    from proxyd.sim import vm as vmrun
-    from proxyd.sim.scenario import ScenarioError, load_scenario
+    from krsim import vm as vmrun
+    from krsim.scenario import ScenarioError, load_scenario
 
     path = find_scenario(scenario)
     try:
@@ -100,7 +100,7 @@ def run(scenario: str, json_path: str | None, vm: bool) -> None:
 
 
 def _play(parsed, json_path: str | None) -> int:
-    from proxyd.sim.harness import SettleError, play
+    from krsim.harness import SettleError, play
 
     try:
         ok, _, report = play(parsed, click.echo, color=sys.stdout.isatty())

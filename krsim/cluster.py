@@ -20,13 +20,13 @@ import sys
 import tempfile
 from dataclasses import dataclass
 
-from proxyd.apiserver import ApiServer, ServerConfig
+from krsim.apiserver import ApiServer, ServerConfig
 from proxyd.kernel import names
-from proxyd.sim import daemon
-from proxyd.sim.apiclient import SimApi
-from proxyd.sim.cniruntime import CniRuntime
-from proxyd.sim.kubelet import Kubelet
-from proxyd.sim.netns import Netns, veth_pair
+from krsim import daemon
+from krsim.apiclient import SimApi
+from krsim.cniruntime import CniRuntime
+from krsim.kubelet import Kubelet
+from krsim.netns import Netns, veth_pair
 
 UNDERLAY = ipaddress.ip_network("172.30.0.0/24")
 API_ADDRESS = str(UNDERLAY[1])        # the world namespace's address on the underlay

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from proxyd.sim.probe import Probe
-from proxyd.sim.scenario import Endpoint, ProbeSpec, ScenarioError, Step
+from krsim.probe import Probe
+from krsim.scenario import Endpoint, ProbeSpec, ScenarioError, Step
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-from proxyd.apiserver.errors import ApiError
+from krsim.apiserver.errors import ApiError
 
 _IDENT = r"[A-Za-z0-9_./-]+"
 _SET = re.compile(rf"^\s*({_IDENT})\s+(in|notin)\s*\(([^)]*)\)\s*$")

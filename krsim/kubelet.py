@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 
 from proxyd.k8s.client import KINDS, KubeClient, build_configuration
 from proxyd.k8s.informer import Informer
-from proxyd.sim import podspec
-from proxyd.sim.cniruntime import Attachment
-from proxyd.sim.netns import Netns
-from proxyd.sim.probe import sctp_available
+from krsim import podspec
+from krsim.cniruntime import Attachment
+from krsim.netns import Netns
+from krsim.probe import sctp_available
 
 log = logging.getLogger(__name__)
 SYNC_TIMEOUT = 120   # generous: Python runs ~20x slower in the emulated VM (`run --vm`)
@@ -187,7 +187,7 @@ class Kubelet:
     def _start_responder(self, box: Sandbox) -> None:
         if not box.ports:
             return
-        argv = [sys.executable, "-m", "proxyd.sim.responder", box.key]
+        argv = [sys.executable, "-m", "krsim.responder", box.key]
         for port, proto in box.ports:
             argv += [f"--{proto.lower()}", str(port)]
         proc = box.netns.popen(argv, stdin=subprocess.DEVNULL)

@@ -1,4 +1,4 @@
-"""Start and stop the server; the initial cluster state; ``python -m proxyd.apiserver``."""
+"""Start and stop the server; the initial cluster state; ``python -m krsim.apiserver``."""
 from __future__ import annotations
 
 import argparse
@@ -9,11 +9,11 @@ import threading
 from dataclasses import dataclass
 from http.server import ThreadingHTTPServer
 
-from proxyd.apiserver.controllers import Controllers, ServiceAllocator
-from proxyd.apiserver.http import Handler
-from proxyd.apiserver.kinds import NAMESPACES, SERVICES
-from proxyd.apiserver.registry import Registry
-from proxyd.apiserver.store import Store
+from krsim.apiserver.controllers import Controllers, ServiceAllocator
+from krsim.apiserver.http import Handler
+from krsim.apiserver.kinds import NAMESPACES, SERVICES
+from krsim.apiserver.registry import Registry
+from krsim.apiserver.store import Store
 
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 
@@ -150,7 +150,7 @@ class ApiServer:
 
 
 def parse_args(argv: list[str] | None = None) -> ServerConfig:
-    parser = argparse.ArgumentParser(prog="python -m proxyd.apiserver",
+    parser = argparse.ArgumentParser(prog="python -m krsim.apiserver",
                                      description="An in-memory Kubernetes API server.")
     parser.add_argument("--bind-address", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import copy
 
-from proxyd.apiserver.errors import ApiError, unsupported_media_type
+from krsim.apiserver.errors import ApiError, unsupported_media_type
 
 # Strategic merge: lists of objects merged by key instead of replaced (the patchMergeKey tags
 # of the Kubernetes types the kinds here use).

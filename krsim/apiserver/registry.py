@@ -7,15 +7,15 @@ import random
 import uuid
 from typing import Callable
 
-from proxyd.apiserver import errors as err
-from proxyd.apiserver.controllers import AllocationError, Controllers, ServiceAllocator
-from proxyd.apiserver.defaults import DEFAULTERS
-from proxyd.apiserver.kinds import NAMESPACES, RESOURCES, SERVICES, Resource
-from proxyd.apiserver.patch import apply_patch
-from proxyd.apiserver.selectors import (fields_match, labels_match, parse_field_selector,
+from krsim.apiserver import errors as err
+from krsim.apiserver.controllers import AllocationError, Controllers, ServiceAllocator
+from krsim.apiserver.defaults import DEFAULTERS
+from krsim.apiserver.kinds import NAMESPACES, RESOURCES, SERVICES, Resource
+from krsim.apiserver.patch import apply_patch
+from krsim.apiserver.selectors import (fields_match, labels_match, parse_field_selector,
                                         parse_label_selector)
-from proxyd.apiserver.store import Store
-from proxyd.apiserver.validation import validate_metadata, validate_spec
+from krsim.apiserver.store import Store
+from krsim.apiserver.validation import validate_metadata, validate_spec
 
 # generateName's suffix alphabet (no vowels, no look-alikes), as in the real server.
 _SUFFIX = "bcdfghjklmnpqrstvwxz2456789"

@@ -9,7 +9,7 @@ import collections
 import threading
 from dataclasses import dataclass
 
-from proxyd.apiserver.errors import expired
+from krsim.apiserver.errors import expired
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import json
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 
-from proxyd.sim.netns import _setns
+from krsim.netns import _setns
 
 _PATHS = {  # kind -> (API prefix, plural, namespaced)
     "Namespace": ("/api/v1", "namespaces", False),

@@ -1,7 +1,7 @@
 """API errors as v1 Status objects, in the exact shape the real server sends."""
 from __future__ import annotations
 
-from proxyd.apiserver.kinds import Resource
+from krsim.apiserver.kinds import Resource
 
 
 class ApiError(Exception):

@@ -6,10 +6,10 @@ import logging
 import urllib.parse
 from http.server import BaseHTTPRequestHandler
 
-from proxyd.apiserver import discovery
-from proxyd.apiserver import errors as err
-from proxyd.apiserver.kinds import Resource, lookup
-from proxyd.apiserver.watch import DEFAULT_TIMEOUT, WatchRequest, stream_watch
+from krsim.apiserver import discovery
+from krsim.apiserver import errors as err
+from krsim.apiserver.kinds import Resource, lookup
+from krsim.apiserver.watch import DEFAULT_TIMEOUT, WatchRequest, stream_watch
 
 log = logging.getLogger(__name__)
 

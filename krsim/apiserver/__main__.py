@@ -1,0 +1,5 @@
+import sys
+
+from krsim.apiserver.server import main
+
+sys.exit(main())

@@ -1,5 +1,0 @@
-import sys
-
-from proxyd.apiserver.server import main
-
-sys.exit(main())
