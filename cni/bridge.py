@@ -8,10 +8,11 @@ from __future__ import annotations
 import os
 import sys
 
-from cni import ipnet, netlink, netns, skel
+from cni import netlink, skel
 from cni.record import Record
 from cni.skel import CniError
 from cni.undo import UndoStack
+from lowlevel import ipnet, netns
 
 DEFAULT_BRIDGE = "kube-bridge"
 CONTAINER_IF = 2            # index of the container interface in the result's "interfaces"

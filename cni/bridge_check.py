@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import os
 
-from cni import bridge, ipnet, netlink, netns, skel
+from cni import bridge, netlink, skel
 from cni.skel import CniError
+from lowlevel import ipnet, netns
 
 
 def check(req, conf: bridge.BridgeConf) -> None:

@@ -8,8 +8,9 @@ import errno
 import os
 import sys
 
-from cni import bridge, netlink, netns, skel
+from cni import bridge, netlink, skel
 from cni.skel import CniError
+from lowlevel import netns
 
 
 def delete(req, conf: bridge.BridgeConf) -> None:

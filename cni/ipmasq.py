@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import sys
 
-from cni import iptables, ipnet, names, skel
+from cni import names, skel
 from cni.names import ipmasq_chain
+from lowlevel import ipnet
+from lowlevel import xtables as iptables
 
 
 class cni_errors:

@@ -15,10 +15,9 @@ try:
 except ImportError:  # a Python built without it
     from hashlib import sha256
 
-# iptables rejects chain names of 29 characters or more (XT_EXTENSION_MAXNAMELEN
-# is 29 including the NUL); nf_tables would take longer ones, iptables-save
-# could not print them back.
-CHAIN_NAME_MAX = 28
+from lowlevel import limits
+
+CHAIN_NAME_MAX = limits.CHAIN_NAME_MAX
 
 # never change: upgrades depend on it
 HOSTPORT_DNAT_CHAIN = "CNI-HOSTPORT-DNAT"
@@ -42,13 +41,7 @@ MARK_BIT_MAX = 31
 _HASH_CHARS = CHAIN_NAME_MAX - len(PORTMAP_DNAT_PREFIX)
 
 
-def ensure_chain_name(name: str) -> str:
-    """Return ``name`` if iptables accepts it as a chain name, else raise ValueError."""
-    if not name or len(name) > CHAIN_NAME_MAX:
-        raise ValueError(f"chain name {name!r} must be 1..{CHAIN_NAME_MAX} characters")
-    if any(c.isspace() or c in "\"'!" for c in name) or name.startswith("-"):
-        raise ValueError(f"chain name {name!r} has characters iptables does not accept")
-    return name
+ensure_chain_name = limits.check_chain_name
 
 
 def hashed_chain(prefix: str, *parts: str, length: int | None = None) -> str:

@@ -14,8 +14,8 @@ import errno as _errno
 import os
 import struct
 
-from cni import ipnet
 from cni.record import Record
+from lowlevel import ipnet
 
 AF_UNSPEC, AF_INET, AF_INET6, AF_BRIDGE = 0, 2, 10, 7
 NETLINK_ROUTE = 0

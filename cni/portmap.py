@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import sys
 
-from cni import iptables as ipt
-from cni import ipnet, localnet, names, skel
+from cni import names, skel
 from cni import portmap_rules as rules
 from cni.record import Record
 from cni.skel import CniError
+from lowlevel import ipnet, localnet
+from lowlevel import xtables as ipt
 
 PROTOCOLS = ("tcp", "udp", "sctp")
 
@@ -172,7 +173,7 @@ def routed_interface(ip: ipnet.Address, route_table: str) -> str:
 
 
 def ensure_localnet_guard(host: Host) -> None:
-    """The raw-table guard route_localnet needs (cni/localnet.py), put in place before it."""
+    """The raw-table guard route_localnet needs (lowlevel/localnet.py), put in place before it."""
     ipt.transact(host.iptables(4), localnet.TABLE, localnet.build_guard_restore, host.lock,
                  host.log)
 

@@ -3,9 +3,10 @@ restore text that gets it there from what ``iptables-save`` shows — no I/O her
 """
 from __future__ import annotations
 
-from cni import iptables as ipt
-from cni import ipnet, names
+from cni import names
 from cni.record import Record
+from lowlevel import ipnet
+from lowlevel import xtables as ipt
 
 # The kernel's multiport match holds at most 15 ports (XT_MULTI_PORTS).
 MULTIPORT_MAX = 15

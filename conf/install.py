@@ -13,9 +13,9 @@ Two ways to lay that out:
 * host mode (``--lib-dir``): for an installer that is not on the node itself,
   such as a DaemonSet's init container with the node's / mounted at
   ``--root``. Its interpreter and import path do not exist on the node, so the
-  ``cni`` package (standard library only, by design) is copied under
-  ``--lib-dir`` and the launchers run the node's ``--python``, every path in
-  them as the node sees it.
+  plugins' packages, ``cni`` and the ``lowlevel`` it imports (standard library
+  only, by design), are copied under ``--lib-dir`` and the launchers run the
+  node's ``--python``, every path in them as the node sees it.
 
 A host-mode copy lives in ``<lib-dir>/cni-<digest of its sources>``. A new
 version is a new directory that appears complete (built under a temporary name,
@@ -49,6 +49,8 @@ LIBRARY_PREFIX = "cni-"
 DIGEST_CHARS = 16
 _LIBRARY_RE = re.compile(rf"{LIBRARY_PREFIX}[0-9a-f]{{{DIGEST_CHARS}}}")
 _BUILD_RE = re.compile(rf"\.{LIBRARY_PREFIX}[0-9a-f]{{{DIGEST_CHARS}}}\..+\.tmp")
+# What the plugins import: copied whole in host mode.
+PLUGIN_PACKAGES = ("cni", "lowlevel")
 # Linux's limit on symbolic links followed while resolving one path (MAXSYMLINKS).
 MAX_SYMLINKS = 40
 
@@ -67,10 +69,10 @@ class Report:
     warnings: list[str] = dataclasses.field(default_factory=list)
 
 
-def package_dir() -> str:
-    spec = importlib.util.find_spec("cni")
+def package_dir(name: str = "cni") -> str:
+    spec = importlib.util.find_spec(name)
     if spec is None or not spec.submodule_search_locations:
-        raise ConfError("the cni package is not importable from this interpreter: "
+        raise ConfError(f"the {name} package is not importable from this interpreter: "
                         "install kube-router into it first")
     return os.path.abspath(list(spec.submodule_search_locations)[0])
 
@@ -150,18 +152,21 @@ def ensure_plugins(bin_dir: str, reference_dir: str, plugins: str,
 # ---- host mode ---------------------------------------------------------------
 
 def ensure_host_plugins(root: str | None, bin_dir: str, reference_dir: str, plugins: str,
-                        python: str, lib_dir: str, source: str | None = None) -> Report:
-    """Host mode: copy ``cni`` under ``lib_dir``, launchers run the node's ``python``.
+                        python: str, lib_dir: str,
+                        sources: dict[str, str] | None = None) -> Report:
+    """Host mode: copy the plugins' packages under ``lib_dir``, launchers run the node's
+    ``python``.
 
     ``bin_dir``, ``reference_dir``, ``python`` and ``lib_dir`` are paths as the
-    node sees them; each is read or written under ``root``. ``source`` is the
-    package directory to copy (default: the ``cni`` this interpreter imports).
+    node sees them; each is read or written under ``root``. ``sources`` maps each
+    package to copy to its directory (default: PLUGIN_PACKAGES as this interpreter
+    imports them).
     """
     if not os.path.isabs(lib_dir):
         raise ConfError(f"--lib-dir {lib_dir!r} must be an absolute path on the node")
     warnings = check_host_python(root, python)
     lib_on_disk = under_root(root, lib_dir)
-    library = ensure_library(lib_on_disk, build_package_files(source or package_dir()))
+    library = ensure_library(lib_on_disk, build_library_files(sources))
     name = os.path.basename(library.path)
     report = ensure_plugins(under_root(root, bin_dir), under_root(root, reference_dir),
                             plugins, python, [os.path.join(lib_dir, name)])
@@ -235,6 +240,13 @@ def build_package_files(src: str) -> dict[str, bytes]:
     return files
 
 
+def build_library_files(sources: dict[str, str] | None = None) -> dict[str, bytes]:
+    """Path under the copy's root ("cni/bridge.py") -> content, for every package copied."""
+    sources = sources or {name: package_dir(name) for name in PLUGIN_PACKAGES}
+    return {f"{name}/{rel}": data for name, src in sorted(sources.items())
+            for rel, data in build_package_files(src).items()}
+
+
 def library_name(files: dict[str, bytes]) -> str:
     digest = hashlib.sha256()
     for rel in sorted(files):
@@ -244,16 +256,23 @@ def library_name(files: dict[str, bytes]) -> str:
 
 
 def read_library(library: str) -> dict[str, bytes]:
-    """The .py files of a copy; the interpreter's own __pycache__ is not part of it."""
-    package = os.path.join(library, "cni")
-    return build_package_files(package) if os.path.isdir(package) else {}
+    """The .py files of a copy's packages; the interpreter's own __pycache__ is not part
+    of it."""
+    try:
+        entries = sorted(os.listdir(library))
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    return build_library_files({name: os.path.join(library, name) for name in entries
+                                if os.path.isdir(os.path.join(library, name))})
 
 
 def ensure_library(lib_dir: str, files: dict[str, bytes]) -> Installed:
-    """``lib_dir/cni-<digest>/cni/`` holding exactly ``files``; written only when not."""
+    """``lib_dir/cni-<digest>/`` holding exactly ``files`` (paths under it, "cni/..."); written
+    only when not."""
     name = library_name(files)
     target = os.path.join(lib_dir, name)
-    note = f"the cni package, {len(files)} modules"
+    packages = sorted({rel.split("/", 1)[0] for rel in files})
+    note = f"the {' and '.join(packages)} packages, {len(files)} modules"
     try:
         if read_library(target) == files:
             return Installed(target, False, note)
@@ -264,7 +283,7 @@ def ensure_library(lib_dir: str, files: dict[str, bytes]) -> Installed:
         os.makedirs(lib_dir, mode=0o755, exist_ok=True)
         build = tempfile.mkdtemp(dir=lib_dir, prefix=f".{name}.", suffix=".tmp")
         os.chmod(build, 0o755)
-        write_tree(os.path.join(build, "cni"), files)
+        write_tree(build, files)
         if os.path.lexists(target):
             # A damaged copy under the right name: move it aside, then in.
             aside = tempfile.mkdtemp(dir=lib_dir, prefix=f".{name}.", suffix=".tmp")

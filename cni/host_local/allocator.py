@@ -13,8 +13,8 @@ from __future__ import annotations
 # the latter imports the whole collections package.
 from _collections_abc import Container, Iterator
 
-from cni import ipnet
 from cni.record import Record
+from lowlevel import ipnet
 
 _MAX_BITS = {4: 32, 6: 128}
 

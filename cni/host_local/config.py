@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from cni import fastjson as json
 
-from cni import ipnet, skel
+from cni import skel
 from cni.host_local import allocator
 from cni.host_local.allocator import Range
 from cni.record import Record
+from lowlevel import ipnet
 
 DEFAULT_DATA_DIR = "/var/lib/cni/networks"
 _ROUTE_UINTS = ("mtu", "advmss", "priority", "table", "scope")

@@ -42,7 +42,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from cni.iptables import RestoreError, run_command
+from lowlevel.xtables import RestoreError, run_command
 
 MAX_NAME_LEN = 31
 TEMP_SUFFIX = "-tmp"

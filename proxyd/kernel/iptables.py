@@ -103,10 +103,10 @@ import logging
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from cni.iptables import FileLock, Iptables, SavedTable, rule_target, run_command, transact
+from lowlevel import limits
+from lowlevel.xtables import FileLock, Iptables, SavedTable, rule_target, run_command, transact
 from proxyd.kernel import names
 
-MAX_CHAIN_NAME = 28
 
 BUILTIN_CHAINS = {
     "filter": ("INPUT", "FORWARD", "OUTPUT"),
@@ -143,13 +143,7 @@ def save_quote(value: str) -> str:
     return f'"{escaped}"'
 
 
-def validate_chain_name(name: str) -> None:
-    if not name or len(name) > MAX_CHAIN_NAME:
-        raise ValueError(f"iptables chain name {name!r} has {len(name)} characters: "
-                         f"the kernel allows 1 to {MAX_CHAIN_NAME}")
-    if name.startswith("-") or any(c.isspace() or c in "\"'" for c in name):
-        raise ValueError(f"iptables chain name {name!r} must not start with '-' "
-                         "or contain blanks or quotes")
+validate_chain_name = limits.check_chain_name
 
 
 def build_desired(table: str, owned: Callable[[str], bool], chains: Iterable[Chain],

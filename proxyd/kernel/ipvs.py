@@ -374,7 +374,7 @@ def ensure_timeouts(tcp: int, tcpfin: int, udp: int, run=None) -> bool:
     if not (tcp or tcpfin or udp):
         return False
     if run is None:
-        from cni.iptables import run_command as run
+        from lowlevel.xtables import run_command as run
     shown = run(["ipvsadm", "-L", "--timeout"], None)
     current = None
     for line in shown.stdout.splitlines():

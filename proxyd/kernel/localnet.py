@@ -1,6 +1,6 @@
 """The daemon's localnet guard: no packet from outside the node reaches 127.0.0.0/8.
 
-The same raw-table rules as the portmap plugin's guard (cni/localnet.py says
+The same raw-table rules as the portmap plugin's guard (lowlevel/localnet.py says
 why they are needed and why nothing legitimate is dropped), in a chain of the
 daemon's own, kept first in raw PREROUTING. The plugin puts its guard in place
 before it sets route_localnet; the daemon keeps one on every node it runs on,
@@ -13,7 +13,7 @@ restore only when something is missing).
 """
 from __future__ import annotations
 
-from cni.localnet import TABLE, guard_jump, guard_rules
+from lowlevel.localnet import TABLE, guard_jump, guard_rules
 from proxyd.kernel import names
 from proxyd.kernel.iptables import Chain, Hook, TableApplier
 

@@ -16,8 +16,10 @@ import base64
 import hashlib
 import ipaddress
 
-CHAIN_MAX = 28
-SET_MAX = 31
+from lowlevel import limits
+
+CHAIN_MAX = limits.CHAIN_NAME_MAX
+SET_MAX = limits.SET_NAME_MAX
 
 # ---- network policy firewall (filter table) -- never change: upgrades depend on it
 NETPOL_INPUT = "KUBE-ROUTER-INPUT"
@@ -45,10 +47,7 @@ def short_hash(*parts: str, length: int = 16) -> str:
     return base64.b32encode(digest).decode()[:length]
 
 
-def _checked(name: str, limit: int, what: str) -> str:
-    if len(name) > limit:
-        raise ValueError(f"{what} name {name!r} is longer than {limit} characters")
-    return name
+_checked = limits.check_length
 
 
 def pod_chain(namespace: str, name: str, direction: str) -> str:
@@ -146,8 +145,8 @@ def is_service_set(name: str) -> bool:
     return name in _SERVICE_SETS or any(name == temp_name(s) for s in _SERVICE_SETS)
 
 
-# ---- the localnet guard (raw table): cni/localnet.py has the rules and the plugin's copy
-from cni.localnet import DAEMON_CHAIN as LOCALNET_GUARD_CHAIN  # noqa: E402  never change
+# ---- the localnet guard (raw table): lowlevel/localnet.py has the rules and the plugin's copy
+from lowlevel.localnet import DAEMON_CHAIN as LOCALNET_GUARD_CHAIN  # noqa: E402  never change
 
 
 def is_localnet_chain(name: str) -> bool:

@@ -12,8 +12,9 @@ import os
 import subprocess
 from typing import Callable
 
+from lowlevel import sysctl
 from proxyd.config import Config
-from proxyd.kernel import names, sysctl
+from proxyd.kernel import names
 from proxyd.kernel.ipset import IPSetApplier
 from proxyd.kernel.iptables import TableApplier
 from proxyd.netpol.build import NodeRanges, build_firewall

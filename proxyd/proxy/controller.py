@@ -19,13 +19,13 @@ import logging
 import os
 import subprocess
 
+from lowlevel.sysctl import ensure_sysctl
 from proxyd.config import Config
 from proxyd.kernel import names
 from proxyd.kernel.addresses import local_addresses
 from proxyd.kernel.ipset import IPSetApplier
 from proxyd.kernel.iptables import TableApplier
 from proxyd.kernel.ipvs import IPVSApplier, ensure_timeouts
-from proxyd.kernel.sysctl import ensure_sysctl
 from proxyd.kernel.vips import VIPApplier, delete_device
 from proxyd.proxy.build import NodeView, ProxyFlags, build_proxy
 from proxyd.proxy.model import build_model

@@ -24,11 +24,11 @@ import threading
 import time
 from typing import Callable
 
+from lowlevel.sysctl import ensure_sysctl
 from proxyd.config import Config
 from proxyd.k8s.cache import object_key
 from proxyd.kernel.addresses import connected_subnets
 from proxyd.kernel.routes import RouteApplier
-from proxyd.kernel.sysctl import ensure_sysctl
 from proxyd.routing import egress
 from proxyd.routing.bgp import IPV4_UNICAST, IPV6_UNICAST, BgpSpeaker, GracefulRestart, Peer
 from proxyd.routing.gobgpd import SOCKET_NAME, GobgpdProcess, admin_port_refusal, runtime_dir

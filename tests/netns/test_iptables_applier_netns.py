@@ -13,7 +13,7 @@ import shutil
 
 import pytest
 
-from cni.iptables import FileLock, RestoreError, run_command
+from lowlevel.xtables import FileLock, RestoreError, run_command
 from helpers.netns import veth_pair
 from helpers.traffic import tcp_exchange
 from proxyd.kernel import iptables as kipt

@@ -1,11 +1,12 @@
-"""cni.netlink and cni.netns against the real kernel, cross-checked with iproute2 and packets."""
+"""cni.netlink and lowlevel.netns against the real kernel, cross-checked with iproute2 and packets."""
 import errno
 import json
 import os
 
 import pytest
 
-from cni import netlink, netns
+from cni import netlink
+from lowlevel import netns
 
 
 def nl_in(ns) -> netlink.Netlink:

@@ -1,8 +1,8 @@
 """Golden restore text: what one ADD/DEL writes for representative configurations."""
 import ipaddress
 
-from cni import iptables as ipt
 from cni import portmap, portmap_rules
+from lowlevel import xtables as ipt
 
 CHAIN = "KRT-DN-9a89f8c6d202df5b9f652"   # container "cid1", interface "eth0": pinned on purpose
 COMMENT = r'"dnat name: \"net1\" id: \"cid1\" if: \"eth0\""'

@@ -7,8 +7,9 @@ import subprocess
 
 import pytest
 
-from cni import iptables as ipt
-from cni import localnet, names, portmap, skel
+from cni import names, portmap, skel
+from lowlevel import localnet
+from lowlevel import xtables as ipt
 
 BUILTIN_CHAINS = ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING")
 TARGETS = {"ACCEPT", "DROP", "RETURN", "DNAT", "SNAT", "MASQUERADE", "MARK"}

@@ -13,8 +13,9 @@ import pytest
 
 from conf import defaults
 from conf.errors import ConfError
-from conf.install import (build_package_files, check_host_python, cleanup_stale_libraries,
-                          ensure_host_plugins, ensure_library, library_name, package_dir,
+from conf.install import (build_library_files, build_package_files, check_host_python,
+                          cleanup_stale_libraries, ensure_host_plugins, ensure_library,
+                          library_name, package_dir, read_library,
                           resolve_under_root)
 
 LIB = "/opt/kube-router/lib"
@@ -76,7 +77,7 @@ def test_launchers_hold_the_nodes_paths_only(run_cli, node_root):
 def test_the_copy_is_the_packages_python_files_only(run_cli, node_root):
     assert install(run_cli, node_root).exit_code == 0
     [name] = library_dirs(node_root)
-    copy = node_root / LIB.lstrip("/") / name / "cni"
+    copy = node_root / LIB.lstrip("/") / name
     on_disk = {}
     for dirpath, dirnames, filenames in os.walk(copy):
         assert "__pycache__" not in dirnames
@@ -85,9 +86,10 @@ def test_the_copy_is_the_packages_python_files_only(run_cli, node_root):
             path = os.path.join(dirpath, f)
             assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
             on_disk[os.path.relpath(path, copy)] = pathlib.Path(path).read_bytes()
-    source = build_package_files(package_dir())
+    source = build_library_files()
     assert on_disk == source
-    assert "bridge.py" in source and os.path.join("host_local", "plugin.py") in source
+    assert "cni/bridge.py" in source and "cni/host_local/plugin.py" in source
+    assert "lowlevel/xtables.py" in source        # what the plugins import besides cni
     assert name == library_name(source)
 
 
@@ -97,8 +99,10 @@ def test_the_copy_imports_with_nothing_but_itself(run_cli, node_root):
     assert install(run_cli, node_root).exit_code == 0
     [name] = library_dirs(node_root)
     copy = str(node_root / LIB.lstrip("/") / name)
-    script = ("import sys, pkgutil, importlib; sys.path.append(sys.argv[1]); import cni; "
-              "mods = [m.name for m in pkgutil.walk_packages(cni.__path__, 'cni.')]; "
+    script = ("import sys, pkgutil, importlib; sys.path.append(sys.argv[1]); "
+              "import cni, lowlevel; "
+              "mods = [m.name for p in (cni, lowlevel) "
+              "        for m in pkgutil.walk_packages(p.__path__, p.__name__ + '.')]; "
               "[importlib.import_module(m) for m in mods]; "
               "assert all(sys.modules[m].__file__.startswith(sys.argv[1]) for m in mods); "
               "print(len(mods))")
@@ -106,8 +110,8 @@ def test_the_copy_imports_with_nothing_but_itself(run_cli, node_root):
     out = subprocess.run([base, "-I", "-S", "-B", "-c", script, copy], capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    # every file but the top __init__.py is one module or subpackage
-    assert int(out.stdout) == len(build_package_files(package_dir())) - 1
+    # every file but the two top __init__.py is one module or subpackage
+    assert int(out.stdout) == len(build_library_files()) - 2
 
 
 def test_a_second_run_writes_nothing(run_cli, node_root):
@@ -139,7 +143,7 @@ def test_older_copies_and_leftover_builds_go_everything_else_stays(run_cli, node
     assert f"removed {old.parent} (an older copy of the plugins)" in result.stdout
     assert f"removed {leftover}" in result.stdout
     assert library_dirs(node_root) == sorted(
-        ["cni-not-ours", "notes", library_name(build_package_files(package_dir()))])
+        ["cni-not-ours", "notes", library_name(build_library_files())])
 
 
 def fake_package(path, version):
@@ -157,10 +161,12 @@ def test_an_upgrade_switches_the_launchers_then_drops_the_old_copy(node_root, tm
     bin_dir, lib = "/opt/cni/bin", node_root / LIB.lstrip("/")
     src = tmp_path / "src" / "cni"
     first = ensure_host_plugins(str(node_root), bin_dir, "/usr/lib/cni", "ours",
-                                "/usr/bin/python3", LIB, source=str(fake_package(src, "1")))
+                                "/usr/bin/python3", LIB,
+                                sources={"cni": str(fake_package(src, "1"))})
     v1 = os.path.basename(first.installed[0].path)
     second = ensure_host_plugins(str(node_root), bin_dir, "/usr/lib/cni", "ours",
-                                 "/usr/bin/python3", LIB, source=str(fake_package(src, "2")))
+                                 "/usr/bin/python3", LIB,
+                                 sources={"cni": str(fake_package(src, "2"))})
     v2 = os.path.basename(second.installed[0].path)
     assert v1 != v2 and second.installed[0].written
     assert second.removed == [str(lib / v1)]
@@ -172,13 +178,13 @@ def test_an_upgrade_switches_the_launchers_then_drops_the_old_copy(node_root, tm
 
 
 def test_a_damaged_copy_is_rebuilt(tmp_path):
-    files = {"__init__.py": b"", "bridge.py": b"x = 1\n"}
+    files = {"cni/__init__.py": b"", "cni/bridge.py": b"x = 1\n"}
     first = ensure_library(str(tmp_path), files)
     assert first.written
     os.unlink(os.path.join(first.path, "cni", "bridge.py"))
     again = ensure_library(str(tmp_path), files)
     assert again.written and again.path == first.path
-    assert build_package_files(os.path.join(first.path, "cni")) == files
+    assert read_library(first.path) == files
     assert os.listdir(tmp_path) == [os.path.basename(first.path)]
     assert not ensure_library(str(tmp_path), files).written
 

@@ -5,7 +5,7 @@ import copy
 
 import pytest
 
-from cni.iptables import Completed, RestoreError, rule_target
+from lowlevel.xtables import Completed, RestoreError, rule_target
 from proxyd.kernel.iptables import (Chain, Hook, NonCanonicalError, TableApplier, canonical_check,
                                     save_quote)
 

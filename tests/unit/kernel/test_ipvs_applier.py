@@ -436,7 +436,7 @@ class FakeIpvsadm:
         self.sets = 0
 
     def __call__(self, argv, input=None):
-        from cni.iptables import Completed
+        from lowlevel.xtables import Completed
         if argv[1:] == ["-L", "--timeout"]:
             return Completed(argv, 0, "Timeout (tcp tcpfin udp): %d %d %d\n" % tuple(self.values), "")
         assert argv[1] == "--set"

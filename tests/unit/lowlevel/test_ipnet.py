@@ -1,4 +1,4 @@
-"""cni.ipnet against the standard library's ipaddress, which it stands in for."""
+"""lowlevel.ipnet against the standard library's ipaddress, which it stands in for."""
 import ipaddress
 import subprocess
 import sys
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from cni import ipnet
+from lowlevel import ipnet
 
 v4_ints = st.integers(0, 2**32 - 1)
 # Plenty of zero hextets, so the "::" rules (longest run, first of equal runs,
@@ -147,7 +147,7 @@ def test_arithmetic_ordering_and_families_stay_apart():
 
 
 def test_importing_it_loads_no_heavy_modules():
-    code = (f"import sys; sys.path.insert(0, {_project_root()!r}); import cni.ipnet; "
+    code = (f"import sys; sys.path.insert(0, {_project_root()!r}); import lowlevel.ipnet; "
             "print(sorted({'ipaddress', 'functools', 'collections', 'enum', 'socket'}"
             " & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True,

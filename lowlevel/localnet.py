@@ -46,7 +46,7 @@ def guard_jump(chain: str) -> str:
 def build_guard_restore(saved, chain: str = PLUGIN_CHAIN) -> str:
     """Restore text putting the guard ahead of every other rule in PREROUTING; "" when it is.
 
-    ``saved`` is the raw table as iptables-save showed it (cni.iptables.SavedTable).
+    ``saved`` is the raw table as iptables-save showed it (lowlevel.xtables.SavedTable).
     The chain is (re)declared whole when its rules differ. An ACCEPT earlier in
     raw PREROUTING would let a martian past the guard, so the jump must be
     among the leading rules, which may only be jumps to the guard chains (the

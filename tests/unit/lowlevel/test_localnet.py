@@ -1,7 +1,7 @@
 """The localnet guard's restore text: in place once, first in raw PREROUTING, never fighting
 the daemon's copy."""
-from cni import localnet
-from cni.iptables import SavedTable
+from lowlevel import localnet
+from lowlevel.xtables import SavedTable
 
 JUMP, DAEMON_JUMP = f"-j {localnet.PLUGIN_CHAIN}", f"-j {localnet.DAEMON_CHAIN}"
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from cni import netns
+from lowlevel import netns
 
 
 def _stat(dev: int, ino: int) -> os.stat_result:

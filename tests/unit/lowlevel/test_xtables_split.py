@@ -7,7 +7,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from cni import iptables as ipt
+from lowlevel import xtables as ipt
 
 # The characters that matter to the splitter, plus ordinary ones.
 rule_text = st.text(alphabet=" \t\r\n\"'\\ab-#:", max_size=40)
@@ -41,8 +41,8 @@ def test_iptables_save_quoting_round_trips():
 
 def test_reading_quoted_rules_does_not_import_re():
     root = __file__.rsplit("/tests/", 1)[0]
-    code = (f"import sys; sys.path.insert(0, {root!r}); from cni import iptables; "
-            "iptables.rule_target('-m comment --comment \"a b\" -j X'); "
+    code = (f"import sys; sys.path.insert(0, {root!r}); from lowlevel import xtables; "
+            "xtables.rule_target('-m comment --comment \"a b\" -j X'); "
             "print(sorted({'re', 'shlex', 'enum'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True,
                          text=True, check=True)

@@ -1,4 +1,4 @@
-"""iptables-save / iptables-restore --noflush, one transaction at a time.
+"""iptables-save / iptables-restore --noflush, one transaction at a time (CNI plugins and daemon).
 
 The command runner is injected so unit tests can hand in a stateful fake that
 parses our own restore text. Saved tables are parsed into plain data
@@ -40,9 +40,6 @@ def run_command(argv: list[str], input: str | None = None, timeout: float = 60) 
     posix_spawn and poll rather than subprocess: subprocess (with locale, re,
     signal, threading) costs ~8 ms of start-up on every pod ADD and DEL.
     """
-    import select
-    import time
-    fds = {}
     r_out, w_out = os.pipe()
     r_err, w_err = os.pipe()
     r_in, w_in = os.pipe() if input is not None else (-1, -1)
@@ -62,16 +59,27 @@ def run_command(argv: list[str], input: str | None = None, timeout: float = 60) 
     for fd in (w_out, w_err, r_in):
         if fd >= 0:
             os.close(fd)
-    out = {r_out: [], r_err: []}
-    pending = memoryview((input or "").encode())
-    poller = select.poll()
-    for fd in out:
+    out = _pump(pid, (r_out, r_err), w_in, (input or "").encode(), timeout)
+    _, status = os.waitpid(pid, 0)
+    return Completed(argv, os.waitstatus_to_exitcode(status),
+                     b"".join(out[r_out]).decode(errors="replace"),
+                     b"".join(out[r_err]).decode(errors="replace"))
+
+
+def _pump(pid: int, readers: tuple[int, ...], writer: int, data: bytes,
+          timeout: float) -> dict[int, list[bytes]]:
+    """Feed ``data`` to ``writer`` and collect ``readers`` until all close (the child
+    is killed at ``timeout``); every descriptor is closed on return."""
+    import select
+    import time
+    out: dict[int, list[bytes]] = {fd: [] for fd in readers}
+    pending, poller, fds = memoryview(data), select.poll(), set(readers)
+    for fd in readers:
         poller.register(fd, select.POLLIN)
-        fds[fd] = True
-    if w_in >= 0:
-        os.set_blocking(w_in, False)
-        poller.register(w_in, select.POLLOUT)
-        fds[w_in] = True
+    if writer >= 0:
+        os.set_blocking(writer, False)
+        poller.register(writer, select.POLLOUT)
+        fds.add(writer)
     deadline = time.monotonic() + timeout
     while fds:
         left = deadline - time.monotonic()
@@ -79,29 +87,23 @@ def run_command(argv: list[str], input: str | None = None, timeout: float = 60) 
             os.kill(pid, 9)
             break
         for fd, _ in poller.poll(left * 1000):
-            if fd == w_in:
+            if fd == writer:
                 try:
                     pending = pending[os.write(fd, pending[:65536]):]
                 except BrokenPipeError:
                     pending = pending[:0]
-                if not pending:
-                    poller.unregister(fd)
-                    os.close(fd)
-                    del fds[fd]
-                continue
-            chunk = os.read(fd, 65536)
-            if chunk:
-                out[fd].append(chunk)
+                done = not pending
             else:
+                chunk = os.read(fd, 65536)
+                out[fd].append(chunk)
+                done = not chunk
+            if done:
                 poller.unregister(fd)
                 os.close(fd)
-                del fds[fd]
+                fds.discard(fd)
     for fd in fds:
         os.close(fd)
-    _, status = os.waitpid(pid, 0)
-    return Completed(argv, os.waitstatus_to_exitcode(status),
-                     b"".join(out[r_out]).decode(errors="replace"),
-                     b"".join(out[r_err]).decode(errors="replace"))
+    return out
 
 
 class IptablesError(Exception):

@@ -1,0 +1,5 @@
+"""What the CNI plugins and the daemon share: the kernel's interfaces and limits, at the lowest
+level. Imports nothing of the project's and only the standard library (the CNI hot path
+imports it): xtables (iptables-save/-restore, their lock, the command runner), netns
+(entering a namespace), sysctl, ipnet (fast IP parsing), localnet (the loopback guard's
+rules), limits (the kernel's name lengths)."""
