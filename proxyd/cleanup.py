@@ -10,18 +10,12 @@ from __future__ import annotations
 import logging
 
 from proxyd.config import Config
-from proxyd.kernel.localnet import cleanup_localnet_guard
-from proxyd.netpol.controller import cleanup_firewall
-from proxyd.proxy.controller import cleanup_proxy
-from proxyd.routing.controller import cleanup_routing
+from proxyd.controllers import REGISTRY
 
 log = logging.getLogger(__name__)
 
 # Each takes the Config: the proxy's ownership of IPVS services follows the flags' ranges.
-CLEANERS = {"network policy firewall": lambda config: cleanup_firewall(),
-            "BGP pod routing": lambda config: cleanup_routing(),
-            "IPVS service proxy": cleanup_proxy,
-            "localnet guard": lambda config: cleanup_localnet_guard()}
+CLEANERS = {row.title: row.clean for row in REGISTRY if row.cleanup}
 
 
 def cleanup(config: Config, cleaners=CLEANERS) -> int:

@@ -120,6 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from proxyd.cleanup import cleanup
         return cleanup(config)
     from proxyd import daemon  # the kubernetes client is slow to import: only when starting
+    from proxyd.controllers import build_enabled
     from proxyd.k8s.client import resolve_node_name
     node_name = resolve_node_name(config.hostname_override)
-    return daemon.run(config, controllers=daemon.build_controllers(config, node_name))
+    return daemon.run(config, controllers=build_enabled(config, node_name))

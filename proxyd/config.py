@@ -16,29 +16,21 @@ import re
 from datetime import timedelta
 from typing import Any, Mapping, Sequence
 
+from proxyd import controllers
+from proxyd.controllers import FIREWALL, LOADBALANCER, PROXY, ROUTER
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-# The controllers kube-router can run, keyed by the flag that enables each.
-FIREWALL, ROUTER, PROXY, LOADBALANCER = "firewall", "router", "service-proxy", "loadbalancer"
-CONTROLLER_FLAGS = {
-    FIREWALL: "run-firewall",
-    ROUTER: "run-router",
-    PROXY: "run-service-proxy",
-    LOADBALANCER: "run-loadbalancer",
-}
-CONTROLLER_TITLES = {
-    FIREWALL: "network policy firewall",
-    ROUTER: "BGP pod routing",
-    PROXY: "IPVS service proxy",
-    LOADBALANCER: "LoadBalancer IP allocator",
-}
-# Modes of the daemon that are not controllers but are not built either.
+# The controllers kube-router can run, keyed by the flag that enables each: controllers.py.
+CONTROLLER_FLAGS = {row.key: row.flag for row in controllers.SWITCHED}
+CONTROLLER_TITLES = {row.key: row.title for row in controllers.SWITCHED}
+# Modes of the daemon that are not controllers.
 CLEANUP, PPROF = "cleanup-config", "pprof"
 
-# Which features this build implements. Enabling a controller once it exists
-# is one line here (and passing its object to the Daemon).
-IMPLEMENTED: frozenset[str] = frozenset({FIREWALL, ROUTER, PROXY, CLEANUP})
+# Which features this build implements: the built controllers, and --cleanup-config.
+IMPLEMENTED: frozenset[str] = frozenset({row.key for row in controllers.SWITCHED if row.built}
+                                        | {CLEANUP})
 
 _ALL3 = (FIREWALL, ROUTER, PROXY)
 

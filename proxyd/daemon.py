@@ -198,24 +198,6 @@ class Daemon:
             self._client.close()
 
 
-def build_controllers(config: Config, node_name: str) -> list[Controller]:
-    """The controllers the flags enable (check_features has refused unbuilt ones)."""
-    controllers: list[Controller] = []
-    if config.run_firewall:
-        from proxyd.netpol.controller import NetworkPolicyController
-        controllers.append(NetworkPolicyController(config, node_name))
-    if config.run_router:
-        from proxyd.routing.controller import RoutingController
-        controllers.append(RoutingController(config, node_name))
-    if config.run_service_proxy:
-        from proxyd.proxy.controller import ServiceProxyController
-        controllers.append(ServiceProxyController(config, node_name))
-    if controllers:    # on every node the daemon runs on, whichever controllers it runs
-        from proxyd.kernel.localnet import LocalnetGuard
-        controllers.append(LocalnetGuard())
-    return controllers
-
-
 def runnable(controllers: Sequence[Controller]) -> list[Controller]:
     """The controllers this kernel can run. One left out is logged once, with what to do,
     and the others run: a sync that can only fail would log it on every retry."""

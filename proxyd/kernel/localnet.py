@@ -31,14 +31,14 @@ class LocalnetGuard:
     sync_period = SYNC_PERIOD
     min_sync_interval = 1.0
 
-    def __init__(self, applier: TableApplier | None = None):
+    def __init__(self, config=None, node_name: str = "", *, applier: TableApplier | None = None):
         self.applier = applier or TableApplier(4, TABLE, names.is_localnet_chain)
 
     def sync(self, ctx) -> None:
         self.applier.apply(*desired_guard())
 
 
-def cleanup_localnet_guard(applier: TableApplier | None = None) -> list[str]:
+def cleanup_localnet_guard(config=None, *, applier: TableApplier | None = None) -> list[str]:
     """--cleanup-config: the daemon's guard goes; the plugin's, if any, stays."""
     applier = applier or TableApplier(4, TABLE, names.is_localnet_chain)
     if applier.apply([], []):

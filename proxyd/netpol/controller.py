@@ -84,7 +84,7 @@ def ensure_bridge_netfilter_calls(families: tuple[int, ...]) -> None:
                         "the same node", BRIDGE_NF[family], e)
 
 
-def cleanup_firewall(ipsets: IPSetApplier | None = None,
+def cleanup_firewall(config: Config | None = None, *, ipsets: IPSetApplier | None = None,
                      tables: dict[int, TableApplier] | None = None) -> list[str]:
     """Remove the firewall's hooks, chains and sets in both families; what was removed."""
     tables = tables or {f: TableApplier(f, "filter", names.is_netpol_chain) for f in (4, 6)}

@@ -29,6 +29,7 @@ from proxyd.kernel.ipvs import IPVSApplier, ensure_timeouts
 from proxyd.kernel.vips import VIPApplier, delete_device
 from proxyd.proxy.build import NodeView, ProxyFlags, build_proxy
 from proxyd.proxy.model import build_model
+from proxyd.proxy.ownership import IPVSOwnership
 from proxyd.routing.model import NodeError, node_addresses, pod_cidrs
 
 log = logging.getLogger(__name__)
@@ -93,17 +94,13 @@ class ServiceProxyController:
         self.hairpin_all = config.hairpin_mode
         self.sync_period = config.ipvs_sync_period.total_seconds()
         self.min_sync_interval = min(MIN_SYNC_INTERVAL, self.sync_period)
-        self.ranges = (tuple(config.service_cluster_ip_range) + tuple(config.service_external_ip_range)
-                       + tuple(config.loadbalancer_ip_range))
-        self.excluded = tuple(config.excluded_cidrs)
-        self.node_ports = config.service_node_port_range
+        self.ownership = IPVSOwnership.from_config(config)
         # With --service-external-ip-range given, an external IP outside it is not served.
         self.external_ranges = tuple(config.service_external_ip_range)
         self.strict_external = config.strict_external_ip_validation and bool(self.external_ranges)
-        self._node_addresses: set[str] = set()
         graceful = config.ipvs_graceful_period.total_seconds() if config.ipvs_graceful_termination \
             else None
-        self.ipvs = ipvs or IPVSApplier(self.owns, graceful=graceful)
+        self.ipvs = ipvs or IPVSApplier(lambda *vs: self.ownership.owns(*vs), graceful=graceful)
         self.vips = vips or VIPApplier()
         self.ipsets = ipsets or IPSetApplier(names.is_service_set)
         self.tables = tables or {(f, t): TableApplier(f, t, names.is_service_chain)
@@ -117,14 +114,6 @@ class ServiceProxyController:
     def preflight(self) -> str | None:
         """Why this controller cannot run here (no IPVS), or None."""
         return self._ipvs_check()
-
-    def owns(self, protocol: str, address: str, port: int) -> bool:
-        ip = ipaddress.ip_address(address)
-        if any(ip in net for net in self.excluded if net.version == ip.version):
-            return False
-        if any(ip in net for net in self.ranges if net.version == ip.version):
-            return True
-        return address in self._node_addresses and self.node_ports[0] <= port <= self.node_ports[1]
 
     def _checked_external(self, sp, problems: list[str]):
         allowed = tuple(ip for ip in sp.external_ips
@@ -141,7 +130,7 @@ class ServiceProxyController:
         if me is None:
             raise NodeError(f"this node ({self.node_name}) has no Node object yet")
         local = tuple(self._addresses())
-        self._node_addresses = set(local) | set(node_addresses(me).values())
+        self.ownership = self.ownership.with_addresses(set(local) | set(node_addresses(me).values()))
         view = NodeView(self.node_name, node_addresses(me), local,
                         tuple(c for n in nodes.list() for c in pod_cidrs(n)))
         model = build_model(ctx.stores["services"].list(), ctx.stores["endpointslices"].list(),
@@ -177,9 +166,8 @@ def cleanup_proxy(config: Config) -> list[str]:
                 removed += [f"{'ip6tables' if family == 6 else 'iptables'} -t {table} {c}"
                             for c in applier.last_rewritten]
     removed += [f"ipset {n}" for n in IPSetApplier(names.is_service_set).cleanup_stale(())]
-    if os.path.exists("/proc/net/ip_vs"):
-        ctl = ServiceProxyController(config, "", sysctl=lambda *a: False)
-        ctl._node_addresses = set(local_addresses())
-        removed += [f"ipvs {what}" for what in ctl.ipvs.sync([])]
+    if os.path.exists(IPVS_PROC):
+        ownership = IPVSOwnership.from_config(config, local_addresses())
+        removed += [f"ipvs {what}" for what in IPVSApplier(ownership.owns).sync([])]
     removed += [f"{names.DUMMY_IF} {what}" for what in delete_device(names.DUMMY_IF)]
     return removed

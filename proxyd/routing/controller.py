@@ -261,7 +261,7 @@ class RoutingController:
         self.gobgpd.stop(hard=True)
 
 
-def cleanup_routing(routes: RouteApplier | None = None,
+def cleanup_routing(config: Config | None = None, *, routes: RouteApplier | None = None,
                     egress_applier: egress.PodEgress | None = None) -> list[str]:
     """Remove the routes and tunnels of our protocol and the pod egress SNAT, both families."""
     routes = routes or RouteApplier()

@@ -20,10 +20,8 @@ import yaml
 from conf.cli import cli as cni_cli
 from proxyd import cli as kr_cli
 from proxyd import config as cfg
+from proxyd.controllers import REGISTRY, _load
 from proxyd.k8s.client import KINDS
-from proxyd.netpol.controller import NetworkPolicyController
-from proxyd.proxy.controller import ServiceProxyController
-from proxyd.routing.controller import RoutingController
 
 PACKAGING = pathlib.Path(__file__).resolve().parents[3] / "packaging"
 MANIFEST = PACKAGING / "kubernetes/kube-router.yaml"
@@ -31,10 +29,10 @@ UNIT = PACKAGING / "systemd/kube-router.service"
 ENV_FILE = PACKAGING / "systemd/kube-router.env"
 CONTAINERFILE = PACKAGING / "image/Containerfile"
 
-# The controller class behind each run-* flag. A controller that becomes available
-# belongs here, so that its kinds reach the RBAC check below.
-CONTROLLER_CLASSES = {cfg.FIREWALL: NetworkPolicyController, cfg.ROUTER: RoutingController,
-                      cfg.PROXY: ServiceProxyController}
+# The controller class behind each run-* flag, from the registry: its kinds reach the
+# RBAC check below.
+CONTROLLER_CLASSES = {row.key: _load(row.factory) for row in REGISTRY if row.built}
+MAKEFILE = PACKAGING.parent / "Makefile"
 READ = frozenset({"get", "list", "watch"})
 # kube-router-cni reads this node's Node object for its pod CIDR (conf/node.py read_node).
 CNI_INSTALL_READS = {"nodes": frozenset({"get"})}
@@ -187,7 +185,7 @@ def test_cluster_role_grants_exactly_what_the_enabled_controllers_read(docs, pod
     needed: dict[str, frozenset[str]] = dict(CNI_INSTALL_READS)
     for controller in config.enabled_controllers():
         assert controller in CONTROLLER_CLASSES, (
-            f"the manifest enables {controller}: add its class to CONTROLLER_CLASSES")
+            f"the manifest enables {controller}, which this build does not have")
         for kind in CONTROLLER_CLASSES[controller].kinds:
             needed[kind] = needed.get(kind, frozenset()) | READ
     expected = {(api_group(KINDS[kind].path), kind): verbs for kind, verbs in needed.items()}
@@ -356,3 +354,44 @@ def test_systemd_analyze_verifies_the_unit(tmp_path):
     complaints = [line for line in (out.stdout + out.stderr).splitlines()
                   if "kube-router" in line]
     assert complaints == []
+
+
+# ---- what the controllers run ----------------------------------------------------------
+
+def debian_package_of(executable: str) -> str:
+    """The Debian package that installs ``executable`` on this machine (dpkg -S)."""
+    path = shutil.which(executable)
+    assert path, f"{executable} is not installed here: `make setup` installs the Makefile's list"
+    real = os.path.realpath(path)
+    # usrmerge: dpkg may know a file under /sbin or /bin rather than /usr/sbin, /usr/bin.
+    for candidate in dict.fromkeys((path, real, real.removeprefix("/usr"),
+                                    path.removeprefix("/usr"))):
+        found = subprocess.run(["dpkg", "-S", candidate], capture_output=True, text=True)
+        if found.returncode == 0:
+            return found.stdout.split(":", 1)[0]
+    raise AssertionError(f"no Debian package owns {path} ({real})")
+
+
+def makefile_packages() -> set[str]:
+    text = MAKEFILE.read_text().replace("\\\n", " ")
+    line = re.search(r"^APT_PACKAGES := (.*)$", text, re.M)[1]
+    return {w for w in re.sub(r"\$\(.*?\)\)?", " ", line).split()}
+
+
+def image_packages() -> set[str]:
+    install = re.search(r"apt-get install ([^&]*)", CONTAINERFILE.read_text())[1]
+    return {w for w in install.replace("\\", " ").split() if not w.startswith("-")}
+
+
+@pytest.mark.skipif(shutil.which("dpkg") is None, reason="needs dpkg (a Debian machine)")
+def test_the_makefile_and_the_image_install_every_executable_a_controller_runs():
+    wanted = {(row.key, exe) for row in REGISTRY if row.built for exe in row.execs}
+    assert {exe for _, exe in wanted} >= {"gobgpd", "ipvsadm", "ipset", "iptables-restore"}
+    missing = []
+    for key, exe in sorted(wanted):
+        package = debian_package_of(exe)
+        missing += [f"{key} runs {exe} (package {package}): not in the {where}"
+                    for where, packages in (("Makefile", makefile_packages()),
+                                            ("Containerfile", image_packages()))
+                    if package not in packages]
+    assert missing == []

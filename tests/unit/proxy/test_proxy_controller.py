@@ -3,6 +3,7 @@ from helpers.proxy_objects import READY, eps, service
 from proxyd import cli
 from proxyd.k8s.cache import Store
 from proxyd.proxy.controller import ServiceProxyController
+from proxyd.proxy.ownership import IPVSOwnership
 
 
 class Recorder:
@@ -74,14 +75,16 @@ def test_sync_order_vips_and_sets_before_ipvs_before_rules_then_stale_sets(monke
 
 
 def test_ownership_follows_the_flags_ranges_node_ports_and_exclusions():
-    ctl, _ = controller("--excluded-cidrs=10.96.100.0/24", "--service-external-ip-range=192.0.2.0/24")
-    ctl._node_addresses = {"172.30.0.10"}
-    assert ctl.owns("TCP", "10.96.0.10", 80)
-    assert not ctl.owns("TCP", "10.96.100.5", 80)            # excluded
-    assert ctl.owns("TCP", "192.0.2.9", 443)                 # external range
-    assert ctl.owns("TCP", "172.30.0.10", 30080)             # NodePort on this node
-    assert not ctl.owns("TCP", "172.30.0.10", 22)            # not a NodePort
-    assert not ctl.owns("TCP", "198.51.100.1", 80)           # someone else's
+    config, _ = cli.parse_args(["--run-service-proxy=true", "--excluded-cidrs=10.96.100.0/24",
+                                "--service-external-ip-range=192.0.2.0/24"])
+    own = IPVSOwnership.from_config(config, {"172.30.0.10"})
+    assert own.owns("TCP", "10.96.0.10", 80)
+    assert not own.owns("TCP", "10.96.100.5", 80)            # excluded
+    assert own.owns("TCP", "192.0.2.9", 443)                 # external range
+    assert own.owns("TCP", "172.30.0.10", 30080)             # NodePort on this node
+    assert not own.owns("TCP", "172.30.0.10", 22)            # not a NodePort
+    assert not own.owns("TCP", "198.51.100.1", 80)           # someone else's
+    assert not IPVSOwnership.from_config(config).owns("TCP", "172.30.0.10", 30080)
 
 
 def test_external_ip_outside_the_range_is_not_served_and_named(monkeypatch):

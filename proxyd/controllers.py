@@ -1,0 +1,75 @@
+"""The controllers kube-router can run: one row each, the one place that names them.
+
+config.py reads which run-* flag enables what and what this build has,
+daemon.py builds the enabled ones, cleanup.py runs every row's cleanup, and
+the packaging tests check that the Makefile and the image install every
+executable a row says its controller runs. Factories and cleanups are named
+as "module:attribute" and imported only when used: reading the flags must not
+import pyroute2 or the kubernetes client.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+
+# never change: the keys are the names in /statusz, /metrics and the logs
+FIREWALL, ROUTER, PROXY, LOADBALANCER = "firewall", "router", "service-proxy", "loadbalancer"
+LOCALNET_GUARD = "localnet-guard"
+
+XTABLES = ("iptables-save", "iptables-restore", "ip6tables-save", "ip6tables-restore", "ipset")
+
+
+@dataclasses.dataclass(frozen=True)
+class ControllerRow:
+    key: str
+    title: str
+    flag: str = ""                 # the run-* flag that enables it; "": runs beside any other
+    factory: str = ""              # "module:callable" taking (config, node_name); "": not built
+    cleanup: str = ""              # "module:callable" taking (config), returning what it removed
+    execs: tuple[str, ...] = ()    # every executable it may run
+
+    @property
+    def built(self) -> bool:
+        return bool(self.factory)
+
+    def build(self, config, node_name: str):
+        return _load(self.factory)(config, node_name)
+
+    def clean(self, config) -> list[str]:
+        return _load(self.cleanup)(config)
+
+
+def _load(target: str):
+    module, _, attribute = target.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+REGISTRY: tuple[ControllerRow, ...] = (
+    ControllerRow(FIREWALL, "network policy firewall", "run-firewall",
+                  "proxyd.netpol.controller:NetworkPolicyController",
+                  "proxyd.netpol.controller:cleanup_firewall", XTABLES + ("modprobe",)),
+    ControllerRow(ROUTER, "BGP pod routing", "run-router",
+                  "proxyd.routing.controller:RoutingController",
+                  "proxyd.routing.controller:cleanup_routing", XTABLES + ("gobgpd",)),
+    ControllerRow(PROXY, "IPVS service proxy", "run-service-proxy",
+                  "proxyd.proxy.controller:ServiceProxyController",
+                  "proxyd.proxy.controller:cleanup_proxy", XTABLES + ("ipvsadm", "modprobe")),
+    ControllerRow(LOADBALANCER, "LoadBalancer IP allocator", "run-loadbalancer"),
+    ControllerRow(LOCALNET_GUARD, "localnet guard", "",
+                  "proxyd.kernel.localnet:LocalnetGuard",
+                  "proxyd.kernel.localnet:cleanup_localnet_guard",
+                  ("iptables-save", "iptables-restore")),
+)
+BY_KEY = {row.key: row for row in REGISTRY}
+# The controllers an operator switches on and off, by their run-* flag.
+SWITCHED = tuple(row for row in REGISTRY if row.flag)
+
+
+def build_enabled(config, node_name: str) -> list:
+    """The controllers the flags enable (check_features has refused unbuilt ones), and the
+    ones that run beside any of them."""
+    enabled = [row.build(config, node_name) for row in SWITCHED
+               if row.built and getattr(config, row.flag.replace("-", "_"))]
+    if enabled:
+        enabled += [row.build(config, node_name) for row in REGISTRY if not row.flag]
+    return enabled
