@@ -1,9 +1,10 @@
 """The daemon's one ipset writer: diff the desired sets against one `ipset save`,
 apply the difference with one `ipset restore`.
 
-Callers hand in the whole desired state as ``IPSet`` values each sync, together
-with an ``owned(name)`` predicate; sets it rejects are never read, changed or
-destroyed.
+Callers hand in the whole desired state as ``IPSet`` values each sync
+(proxyd/kernel/state.py, which keeps entries in the forms measured below),
+together with an ``owned(name)`` predicate; sets it rejects are never read,
+changed or destroyed.
 
 A set whose entries changed is rebuilt under a temporary name and swapped in
 (``swap TMP NAME``): iptables rules that reference NAME keep matching (swap
@@ -35,100 +36,20 @@ Measured with ipset 7.17 on Linux 6.1:
 """
 from __future__ import annotations
 
-import ipaddress
 import logging
-import socket
 import threading
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from lowlevel.xtables import RestoreError, run_command
+from proxyd.kernel.state import FAMILIES, KINDS, MAX_NAME_LEN, IPSet
 
-MAX_NAME_LEN = 31
 TEMP_SUFFIX = "-tmp"
 MIN_MAXELEM = 65536
 MIN_HASHSIZE = 1024
-FAMILIES = {"inet": 4, "inet6": 6}
-PORT_PROTOCOLS = ("tcp", "udp", "sctp", "udplite")
 IN_USE = "in use by a kernel component"
 
 log = logging.getLogger(__name__)
-
-
-def _address(entry: str, version: int) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    addr = ipaddress.ip_address(entry)
-    if addr.version != version:
-        raise ValueError(f"{entry} is not an IPv{version} address")
-    return addr
-
-
-_AF = {4: socket.AF_INET, 6: socket.AF_INET6}
-
-
-def _host(entry: str, version: int) -> tuple[int, str] | None:
-    """A plain address through the C parser: sets hold thousands of pod IPs, and
-    ipaddress costs ~10 us each on every sync. None when ``entry`` is not one."""
-    if "/" in entry:
-        return None
-    try:
-        packed = socket.inet_pton(_AF[version], entry)
-    except OSError:
-        return None
-    return int.from_bytes(packed, "big"), socket.inet_ntop(_AF[version], packed)
-
-
-def _canonical_ip(entry: str, version: int) -> tuple[tuple, str]:
-    host = _host(entry, version)
-    if host is not None:
-        return (host[0],), host[1]
-    net = ipaddress.ip_network(entry, strict=False)
-    if net.prefixlen != net.max_prefixlen:
-        raise ValueError(f"{entry} is a network: a hash:ip set would hold each of its "
-                         f"{net.num_addresses} addresses (use hash:net)")
-    addr = _address(str(net.network_address), version)
-    return (int(addr),), str(addr)
-
-
-def _canonical_net(entry: str, version: int) -> tuple[tuple, str]:
-    host = _host(entry, version)
-    if host is not None:
-        return (host[0], 32 if version == 4 else 128), host[1]
-    net = ipaddress.ip_network(entry, strict=False)
-    if net.version != version:
-        raise ValueError(f"{entry} is not an IPv{version} network")
-    if net.prefixlen == 0:
-        # The kernel's hash:net takes prefix lengths 1..32 (1..128) only.
-        raise ValueError(f"{entry}: ipset cannot hold a /0 in hash:net; "
-                         "split it into two /1 networks")
-    key = (int(net.network_address), net.prefixlen)
-    if net.prefixlen == net.max_prefixlen:
-        return key, str(net.network_address)
-    return key, str(net)
-
-
-def _canonical_ip_port(entry: str, version: int) -> tuple[tuple, str]:
-    addr_text, sep, port_text = entry.partition(",")
-    proto, _, number = port_text.rpartition(":")
-    proto = proto or "tcp"
-    if not sep or proto not in PORT_PROTOCOLS or not number.isdigit() or int(number) > 65535:
-        raise ValueError(f"{entry}: want ADDRESS,[{'|'.join(PORT_PROTOCOLS)}:]PORT "
-                         "with a numeric port")
-    addr = _address(addr_text, version)
-    return (int(addr), proto, int(number)), f"{addr},{proto}:{int(number)}"
-
-
-# kind -> entry canonicaliser: (sort key, the text `ipset save` prints for it).
-KINDS: dict[str, Callable[[str, int], tuple[tuple, str]]] = {
-    "hash:ip": _canonical_ip,
-    "hash:net": _canonical_net,
-    "hash:ip,port": _canonical_ip_port,
-}
-
-
-def check_name(name: str) -> None:
-    if not name or len(name) > MAX_NAME_LEN or any(c.isspace() for c in name):
-        raise ValueError(f"ipset name {name!r}: want 1..{MAX_NAME_LEN} characters "
-                         "without whitespace")
 
 
 def temp_name(name: str) -> str:
@@ -145,34 +66,6 @@ def sizing(count: int) -> tuple[int, int]:
     bucket (what the kernel grows to by itself), never below the defaults."""
     return (max(MIN_HASHSIZE, _next_pow2(-(-count // 4))),
             max(MIN_MAXELEM, _next_pow2(count)))
-
-
-@dataclass(frozen=True)
-class IPSet:
-    """One set as callers want it; entries are stored in ``ipset save``'s form."""
-    name: str
-    kind: str
-    family: str
-    entries: frozenset[str] = frozenset()
-
-    def __post_init__(self):
-        check_name(self.name)
-        if self.kind not in KINDS:
-            raise ValueError(f"ipset {self.name}: kind {self.kind!r} is not one of {sorted(KINDS)}")
-        if self.family not in FAMILIES:
-            raise ValueError(f"ipset {self.name}: family {self.family!r} is not inet or inet6")
-        canonical = KINDS[self.kind]
-        out = set()
-        for entry in self.entries:
-            try:
-                out.add(canonical(entry.strip(), FAMILIES[self.family])[1])
-            except ValueError as exc:
-                raise ValueError(f"ipset {self.name} ({self.kind} {self.family}): {exc}") from None
-        object.__setattr__(self, "entries", frozenset(out))
-
-    def sorted_entries(self) -> list[str]:
-        canonical, version = KINDS[self.kind], FAMILIES[self.family]
-        return sorted(self.entries, key=lambda e: canonical(e, version)[0])
 
 
 @dataclass

@@ -32,7 +32,7 @@ which fails if a future iptables prints it differently from ``out:``.
 
 - Strings (comments, prefixes) are printed bare only when they are non-empty
   and made of ``A-Za-z0-9_-``; anything else is double-quoted with ``"``,
-  ``\\`` and ``'`` backslash-escaped. ``save_quote`` does exactly that::
+  ``\\`` and ``'`` backslash-escaped. ``state.save_quote`` does exactly that::
 
     in:  -m comment --comment "kube_router-1" -j ACCEPT
     out: -m comment --comment kube_router-1 -j ACCEPT
@@ -100,12 +100,12 @@ Restore quirks this module is built around (measured, nf_tables backend):
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from lowlevel import limits
 from lowlevel.xtables import FileLock, Iptables, SavedTable, rule_target, run_command, transact
 from proxyd.kernel import names
+from proxyd.kernel.state import Chain, Hook
 
 
 BUILTIN_CHAINS = {
@@ -116,31 +116,9 @@ BUILTIN_CHAINS = {
     "security": ("INPUT", "FORWARD", "OUTPUT"),
 }
 
-_BARE = frozenset("_-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
-
-
-@dataclass(frozen=True)
-class Chain:
-    name: str                  # ours, <= 28 chars
-    rules: tuple[str, ...]     # each rule's text exactly as iptables-save prints it after "-A NAME "
-
-
-@dataclass(frozen=True)
-class Hook:
-    builtin: str               # "INPUT", "FORWARD", "OUTPUT", "PREROUTING", "POSTROUTING"
-    rule: str                  # as iptables-save prints it, jumping to one of our chains
-
 
 class NonCanonicalError(Exception):
     """Rules that iptables-save prints differently from how they were written."""
-
-
-def save_quote(value: str) -> str:
-    """``value`` as iptables-save prints a string argument (xtables_save_string)."""
-    if value and all(c in _BARE for c in value):
-        return value
-    escaped = "".join("\\" + c if c in "\"\\'" else c for c in value)
-    return f'"{escaped}"'
 
 
 validate_chain_name = limits.check_chain_name

@@ -1,8 +1,9 @@
 """The service proxy's one writer of IPVS virtual services (pyroute2, generic netlink).
 
 The proxy controller hands in the node's whole desired IPVS table as
-``VirtualService`` values each sync. The applier dumps the kernel's table,
-changes only the difference and touches only services the controller's
+``VirtualService`` values (proxyd/kernel/state.py) each sync. The applier
+dumps the kernel's table, changes only the difference and touches only
+services the controller's
 ``owned(protocol, address, port)`` claims: a service anyone else made (an
 operator's ``ipvsadm -A``, another load balancer, a fwmark service) is never
 changed, and IPVS is never flushed.
@@ -49,6 +50,8 @@ from typing import Callable, Iterable
 
 from pyroute2.netlink.exceptions import NetlinkError
 
+from proxyd.kernel.state import Destination, VirtualService
+
 log = logging.getLogger(__name__)
 
 PROTOCOLS = {"TCP": socket.IPPROTO_TCP, "UDP": socket.IPPROTO_UDP, "SCTP": 132}
@@ -68,25 +71,6 @@ Key = tuple[str, str, int]      # (protocol, canonical address, port)
 
 class IPVSSyncError(RuntimeError):
     """Some virtual services could not be applied; the rest were."""
-
-
-@dataclass(frozen=True)
-class Destination:
-    address: str
-    port: int
-    weight: int = 1
-    forward: str = "masq"          # "masq" (NAT) | "tunnel" (ipip, for DSR) | "route" (direct)
-
-
-@dataclass(frozen=True)
-class VirtualService:
-    protocol: str                  # "TCP" | "UDP" | "SCTP"
-    address: str                   # VIP (v4 or v6)
-    port: int
-    scheduler: str = "rr"          # rr, wrr, lc, wlc, sh, dh, mh, ...
-    persistent: int = 0            # seconds of session affinity (ClientIP); 0 = none
-    flags: frozenset[str] = frozenset()   # {"hashed", "one-packet", "flag-1", ...}
-    destinations: tuple[Destination, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from lowlevel.localnet import TABLE, guard_jump, guard_rules
 from proxyd.kernel import names
-from proxyd.kernel.iptables import Chain, Hook, TableApplier
+from proxyd.kernel.iptables import TableApplier
+from proxyd.kernel.state import Chain, Hook
 
 SYNC_PERIOD = 60.0
 

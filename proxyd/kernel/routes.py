@@ -1,8 +1,8 @@
 """The daemon's one writer of pod routes and ipip/ip6ip6 tunnels (pyroute2).
 
 The routing controller hands in the whole desired state as ``Tunnel`` and
-``Route`` values each sync; the applier reads the kernel once, changes only
-the difference and touches only what is ours:
+``Route`` values (proxyd/kernel/state.py) each sync; the applier reads the
+kernel once, changes only the difference and touches only what is ours:
 
 - a tunnel is ours when its name is ``names.is_tunnel_name`` and its kind is
   ipip or ip6tnl (kube-router's scheme, so its tunnels are adopted);
@@ -39,6 +39,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from proxyd.kernel import names
+from proxyd.kernel.state import Route, Tunnel
 
 KIND = {4: "ipip", 6: "ip6tnl"}
 MODULE = {"ipip": "ipip", "ip6tnl": "ip6_tunnel"}
@@ -59,27 +60,6 @@ class RouteSyncError(RuntimeError):
 
 class TunnelModuleMissing(RouteSyncError):
     pass
-
-
-@dataclass(frozen=True)
-class Tunnel:
-    name: str            # names.tunnel_name(remote)
-    remote: str          # the other node's address
-    local: str           # this node's address of the same family
-    mtu: int | None = None   # None: the kernel's default; else the underlay's minus OVERHEAD
-    ttl: int = 0         # outer TTL / hop limit; 0 = inherit the inner packet's
-
-    @property
-    def version(self) -> int:
-        return ipaddress.ip_address(self.remote).version
-
-
-@dataclass(frozen=True)
-class Route:
-    prefix: str          # "10.244.1.0/24" / "fd00:244:1::/64"
-    gateway: str | None  # next hop (None for a route only via a device)
-    device: str | None   # e.g. a tunnel's name; None = the kernel picks by gateway
-    onlink: bool = False # needed for a gateway reached through a tunnel
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from proxyd.kernel import names
-from proxyd.kernel.ipset import IPSet
-from proxyd.kernel.iptables import Chain, Hook, save_quote
+from proxyd.kernel.state import Chain, Hook, IPSet, save_quote
 from proxyd.netpol.model import Network, NodeFirewall, Pod, Policy, PortMatch, Rule
 
 _SET_FAMILY = {4: "inet", 6: "inet6"}

@@ -23,9 +23,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from proxyd.kernel import names
-from proxyd.kernel.ipset import IPSet
-from proxyd.kernel.iptables import Chain, Hook, save_quote
-from proxyd.kernel.ipvs import Destination, VirtualService
+from proxyd.kernel.state import Chain, Destination, Hook, IPSet, VirtualService, save_quote
 from proxyd.proxy.model import ServicePort
 
 _SET_FAMILY = {4: "inet", 6: "inet6"}

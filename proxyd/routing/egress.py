@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import Iterable, Mapping
 
 from proxyd.kernel import names
-from proxyd.kernel.ipset import IPSet, IPSetApplier
-from proxyd.kernel.iptables import Chain, Hook, TableApplier, save_quote
+from proxyd.kernel.ipset import IPSetApplier
+from proxyd.kernel.iptables import TableApplier
+from proxyd.kernel.state import Chain, Hook, IPSet, save_quote
 
 _SET_FAMILY = {4: "inet", 6: "inet6"}
 

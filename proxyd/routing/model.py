@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
 from proxyd.kernel import names
-from proxyd.kernel.routes import Route, Tunnel
+from proxyd.kernel.state import Route, Tunnel
 
 DEFAULT_ASN = 64512
 ASN_ANNOTATION = "kube-router.io/node.asn"

@@ -16,7 +16,8 @@ import pytest
 
 from helpers.netns import veth_pair
 from helpers.traffic import tcp_exchange
-from proxyd.kernel.ipset import IPSet, IPSetApplier, IPSetError
+from proxyd.kernel.ipset import IPSetApplier, IPSetError
+from proxyd.kernel.state import IPSet
 
 pytestmark = pytest.mark.skipif(not (shutil.which("ipset") and shutil.which("iptables")),
                                 reason="needs ipset and iptables (Debian packages ipset iptables)")

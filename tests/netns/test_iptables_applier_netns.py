@@ -17,7 +17,8 @@ from lowlevel.xtables import FileLock, RestoreError, run_command
 from helpers.netns import veth_pair
 from helpers.traffic import tcp_exchange
 from proxyd.kernel import iptables as kipt
-from proxyd.kernel.iptables import Chain, Hook, TableApplier, canonical_check
+from proxyd.kernel.iptables import TableApplier, canonical_check
+from proxyd.kernel.state import Chain, Hook
 
 pytestmark = pytest.mark.skipif(not (shutil.which("iptables-restore") and shutil.which("ipset")),
                                 reason="needs iptables and ipset (Debian packages iptables ipset)")

@@ -15,7 +15,8 @@ import pytest
 from helpers.netns import veth_pair
 from helpers.traffic import tcp_exchange
 from proxyd.kernel import names
-from proxyd.kernel.routes import Route, RouteApplier, RouteSyncError
+from proxyd.kernel.routes import RouteApplier, RouteSyncError
+from proxyd.kernel.state import Route
 
 pyroute2 = pytest.importorskip("pyroute2")
 

@@ -7,8 +7,9 @@ import logging
 
 import pytest
 
-from proxyd.kernel.ipset import (IPSet, IPSetApplier, IPSetError, build_restore, parse_save,
-                                 sizing, temp_name)
+from proxyd.kernel.ipset import (IPSetApplier, IPSetError, build_restore, parse_save, sizing,
+                                 temp_name)
+from proxyd.kernel.state import IPSet
 
 OURS = "KUBE-"
 

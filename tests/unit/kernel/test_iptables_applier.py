@@ -6,8 +6,8 @@ import copy
 import pytest
 
 from lowlevel.xtables import Completed, RestoreError, rule_target
-from proxyd.kernel.iptables import (Chain, Hook, NonCanonicalError, TableApplier, canonical_check,
-                                    save_quote)
+from proxyd.kernel.iptables import NonCanonicalError, TableApplier, canonical_check
+from proxyd.kernel.state import Chain, Hook, save_quote
 
 BUILTINS = {"filter": ("INPUT", "FORWARD", "OUTPUT"),
             "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING")}

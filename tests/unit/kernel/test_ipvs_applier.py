@@ -15,8 +15,8 @@ import pytest
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.generic import ipvs as genl
 
-from proxyd.kernel.ipvs import (F_HASHED, Destination, IPVSApplier, IPVSSyncError,
-                                VirtualService)
+from proxyd.kernel.ipvs import F_HASHED, IPVSApplier, IPVSSyncError
+from proxyd.kernel.state import Destination, VirtualService
 
 SCHEDULERS = {"rr", "wrr", "lc", "wlc", "sh", "dh", "mh"}
 VIP, VIP2, VIP6 = "10.96.0.10", "10.96.0.11", "fd00:96::10"

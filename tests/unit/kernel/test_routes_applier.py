@@ -11,8 +11,8 @@ import pytest
 
 from helpers.netlink_fakes import Msg, refuse
 from proxyd.kernel import names
-from proxyd.kernel.routes import (Route, RouteApplier, RouteSyncError, Tunnel,
-                                  TunnelModuleMissing)
+from proxyd.kernel.routes import RouteApplier, RouteSyncError, TunnelModuleMissing
+from proxyd.kernel.state import Route, Tunnel
 
 A4, B4, C4 = "10.0.0.1", "10.0.0.2", "10.0.0.3"
 A6, B6 = "fd00::1", "fd00::2"
