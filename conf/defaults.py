@@ -15,9 +15,6 @@ REFERENCE_DIR = "/usr/lib/cni"
 CNI_VERSION = "1.0.0"
 CNI_VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 
-POD_CIDR_ANNOTATION = "kube-router.io/pod-cidr"
-POD_CIDRS_ANNOTATION = "kube-router.io/pod-cidrs"
-
 # Plugin types per flavour: ours (this project's executables) or the
 # containernetworking reference plugins.
 PLUGIN_TYPES = {
@@ -32,8 +29,8 @@ PORTMAP_TYPES = frozenset(t["portmap"] for t in PLUGIN_TYPES.values())
 # Executables `install` writes, and the entry point each one runs (the same as
 # the console scripts in setup.cfg).
 LAUNCHERS = {
-    "kube-router-bridge": ("cni.bridge", "main"),
+    "kube-router-bridge": ("cni.bridge.plugin", "main"),
     "kube-router-host-local": ("cni.host_local.plugin", "main"),
-    "kube-router-portmap": ("cni.portmap", "main"),
+    "kube-router-portmap": ("cni.portmap.plugin", "main"),
 }
 LOOPBACK = "loopback"

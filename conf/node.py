@@ -1,16 +1,14 @@
-"""Pod CIDRs from the Node object, the way kube-router reads them.
-
-Precedence (kube-router's): the ``kube-router.io/pod-cidrs`` annotation (comma
-separated), then ``kube-router.io/pod-cidr``, then ``spec.podCIDRs``, then
-``spec.podCIDR``.
+"""Pod CIDRs from the Node object, the way the daemon reads them (lowlevel/apiobjects.py:
+the ``kube-router.io/pod-cidrs`` annotation, ``kube-router.io/pod-cidr``, ``spec.podCIDRs``,
+``spec.podCIDR``, the first one set).
 """
 from __future__ import annotations
 
 import dataclasses
 
-
 from conf import defaults
 from conf.errors import ConfError
+from lowlevel import apiobjects
 
 REQUEST_TIMEOUT = 10
 
@@ -40,25 +38,13 @@ def no_pod_cidr_message(node_name: str) -> str:
     return (f"node {node_name} has no pod CIDR: the controller manager does not allocate node "
             "CIDRs. Start kube-controller-manager with --allocate-node-cidrs=true and "
             f"--cluster-cidr=<cluster CIDR>, or annotate the node with "
-            f"{defaults.POD_CIDR_ANNOTATION}=<CIDR>, or pass --pod-cidr")
+            f"{apiobjects.POD_CIDR_ANNOTATION}=<CIDR>, or pass --pod-cidr")
 
 
 def pod_cidrs_from_node(node: dict) -> tuple[list[str], str]:
     """(CIDRs, which field they came from) of a Node in its JSON form; ([], "") if none."""
-    annotations = (node.get("metadata") or {}).get("annotations") or {}
-    spec = node.get("spec") or {}
-    many = annotations.get(defaults.POD_CIDRS_ANNOTATION, "")
-    cidrs = [c.strip() for c in many.split(",") if c.strip()]
-    if cidrs:
-        return cidrs, f"annotation {defaults.POD_CIDRS_ANNOTATION}"
-    one = annotations.get(defaults.POD_CIDR_ANNOTATION, "").strip()
-    if one:
-        return [one], f"annotation {defaults.POD_CIDR_ANNOTATION}"
-    if spec.get("podCIDRs"):
-        return list(spec["podCIDRs"]), "node object spec.podCIDRs"
-    if spec.get("podCIDR"):
-        return [spec["podCIDR"]], "node object spec.podCIDR"
-    return [], ""
+    cidrs, source = apiobjects.pod_cidrs(node)
+    return list(cidrs), source
 
 
 def _configuration(source: ApiSource):

@@ -16,6 +16,7 @@ from krsim.expand import ClusterView, NodeView, PodView, ServiceView, expand_pro
 from krsim.probe import Probe, run_probes, sctp_available
 from krsim.report import render_matrix, report_json, step_json
 from krsim.scenario import Scenario, Step
+from lowlevel.apiobjects import service_of_slice
 
 SETTLE_TIMEOUT = 120.0   # generous for the emulated VM; the host needs ~1 s
 
@@ -89,9 +90,7 @@ def describe_endpoints(cluster: Cluster, namespace: str, name: str) -> str:
     """The Service's endpoints as the API server's EndpointSlice controller keeps them."""
     ready = []
     for eps in cluster.api.list("EndpointSlice"):
-        meta = eps["metadata"]
-        if (meta.get("namespace") != namespace
-                or (meta.get("labels") or {}).get("kubernetes.io/service-name") != name):
+        if service_of_slice(eps) != f"{namespace}/{name}":
             continue
         ports = ",".join(str(p.get("port")) for p in eps.get("ports") or [])
         for ep in eps.get("endpoints") or []:

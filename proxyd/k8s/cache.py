@@ -8,6 +8,8 @@ from __future__ import annotations
 import threading
 from typing import Callable, Iterable, Mapping
 
+from lowlevel.apiobjects import service_of_slice
+
 IndexFunc = Callable[[dict], Iterable[str]]
 
 
@@ -32,9 +34,8 @@ def by_namespace(obj: Mapping) -> Iterable[str]:
 
 
 def slices_by_service(eps: Mapping) -> Iterable[str]:
-    meta = eps.get("metadata") or {}
-    svc = (meta.get("labels") or {}).get("kubernetes.io/service-name")
-    return (f"{meta.get('namespace')}/{svc}",) if svc else ()
+    service = service_of_slice(eps)
+    return (service,) if service else ()
 
 
 # (old, new) pairs a store change produced; old None = added, new None = deleted.

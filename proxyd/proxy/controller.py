@@ -19,6 +19,7 @@ import logging
 import os
 import subprocess
 
+from lowlevel.apiobjects import node_addresses, pod_cidrs
 from lowlevel.sysctl import ensure_sysctl
 from proxyd.config import Config
 from proxyd.kernel import names
@@ -30,7 +31,7 @@ from proxyd.kernel.vips import VIPApplier, delete_device
 from proxyd.proxy.build import NodeView, ProxyFlags, build_proxy
 from proxyd.proxy.model import build_model
 from proxyd.proxy.ownership import IPVSOwnership
-from proxyd.routing.model import NodeError, node_addresses, pod_cidrs
+from proxyd.routing.model import NodeError
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,7 @@ class ServiceProxyController:
         local = tuple(self._addresses())
         self.ownership = self.ownership.with_addresses(set(local) | set(node_addresses(me).values()))
         view = NodeView(self.node_name, node_addresses(me), local,
-                        tuple(c for n in nodes.list() for c in pod_cidrs(n)))
+                        tuple(c for n in nodes.list() for c in pod_cidrs(n)[0]))
         model = build_model(ctx.stores["services"].list(), ctx.stores["endpointslices"].list(),
                             self.hairpin_all)
         if self.strict_external:

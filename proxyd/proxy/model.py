@@ -21,10 +21,12 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
+from lowlevel.apiobjects import (cluster_ips, endpoint_conditions, external_ips, loadbalancer_ips,
+                                 service_of_slice)
+
 SCHEDULER_ANNOTATION = "kube-router.io/service.scheduler"
 HAIRPIN_ANNOTATION = "kube-router.io/service.hairpin"
 SCHEDULERS = {"rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "mh"}
-SERVICE_LABEL = "kubernetes.io/service-name"
 DEFAULT_AFFINITY = 10800
 
 
@@ -77,10 +79,9 @@ def build_model(services: Iterable[Mapping], slices: Iterable[Mapping],
                 hairpin_all: bool = False) -> ProxyModel:
     by_service: dict[str, list[Mapping]] = {}
     for s in slices:
-        meta = s.get("metadata") or {}
-        owner = (meta.get("labels") or {}).get(SERVICE_LABEL)
+        owner = service_of_slice(s)
         if owner:
-            by_service.setdefault(f"{meta.get('namespace')}/{owner}", []).append(s)
+            by_service.setdefault(owner, []).append(s)
     model = ProxyModel()
     for svc in sorted(services, key=_key):
         try:
@@ -99,20 +100,17 @@ def service_ports(svc: Mapping, slices: list[Mapping], hairpin_all: bool) -> lis
     meta, spec = svc.get("metadata") or {}, svc.get("spec") or {}
     if spec.get("type") == "ExternalName":
         return []
-    cluster_ips = tuple(ip for ip in (spec.get("clusterIPs") or [spec.get("clusterIP")])
-                        if ip and ip != "None")
-    if not cluster_ips:
+    vips = cluster_ips(svc)
+    if not vips:
         return []                                       # headless: DNS only
-    for ip in cluster_ips:
+    for ip in vips:
         ipaddress.ip_address(ip)
     annotations = meta.get("annotations") or {}
     scheduler = (annotations.get(SCHEDULER_ANNOTATION) or "rr").strip()
     if scheduler not in SCHEDULERS:
         raise ServiceError(f"{SCHEDULER_ANNOTATION}={scheduler!r} is not an IPVS scheduler "
                            f"({', '.join(sorted(SCHEDULERS))})")
-    external = tuple(spec.get("externalIPs") or ()) + tuple(
-        i["ip"] for i in ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or ()
-        if i.get("ip"))
+    external = external_ips(svc) + loadbalancer_ips(svc)
     for ip in external:
         ipaddress.ip_address(ip)
     affinity = 0
@@ -125,7 +123,7 @@ def service_ports(svc: Mapping, slices: list[Mapping], hairpin_all: bool) -> lis
         name, protocol = port.get("name") or "", (port.get("protocol") or "TCP").upper()
         node_port = port.get("nodePort") if spec.get("type") in ("NodePort", "LoadBalancer") else None
         out.append(ServicePort(
-            _key(svc), name, protocol, int(port["port"]), cluster_ips, external,
+            _key(svc), name, protocol, int(port["port"]), vips, external,
             int(node_port) if node_port else None, _endpoints(slices, name, protocol),
             scheduler, affinity, spec.get("internalTrafficPolicy") == "Local",
             spec.get("externalTrafficPolicy") == "Local", hairpin))
@@ -141,11 +139,8 @@ def _endpoints(slices: list[Mapping], port_name: str, protocol: str) -> tuple[En
         if number is None:
             continue
         for ep in s.get("endpoints") or ():
-            cond = ep.get("conditions") or {}
-            ready = cond.get("ready") is not False      # unset means ready (API semantics)
-            serving = cond.get("serving", ready) is not False
+            ready, serving, terminating = endpoint_conditions(ep)
             for address in ep.get("addresses") or ():
                 found[(address, int(number))] = Endpoint(
-                    address, int(number), ep.get("nodeName") or "", ready, serving,
-                    bool(cond.get("terminating")))
+                    address, int(number), ep.get("nodeName") or "", ready, serving, terminating)
     return tuple(found[k] for k in sorted(found))

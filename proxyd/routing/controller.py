@@ -24,6 +24,7 @@ import threading
 import time
 from typing import Callable
 
+from lowlevel.apiobjects import has_ready_endpoint_on, service_of_slice
 from lowlevel.sysctl import ensure_sysctl
 from proxyd.config import Config
 from proxyd.k8s.cache import object_key
@@ -167,14 +168,8 @@ class RoutingController:
 
     def _services(self, ctx) -> list:
         """Every Service's VIPs, with whether this node has a ready endpoint of it."""
-        local: set[str] = set()
-        for eps in ctx.stores["endpointslices"].list():
-            meta = eps.get("metadata") or {}
-            owner = (meta.get("labels") or {}).get("kubernetes.io/service-name")
-            if owner and any(ep.get("nodeName") == self.node_name
-                             and (ep.get("conditions") or {}).get("ready") is not False
-                             for ep in eps.get("endpoints") or ()):
-                local.add(f"{meta.get('namespace')}/{owner}")
+        local = {service_of_slice(eps) for eps in ctx.stores["endpointslices"].list()
+                 if has_ready_endpoint_on(eps, self.node_name)} - {None}
         return [service_vips(svc, object_key(svc) in local)
                 for svc in ctx.stores["services"].list()]
 

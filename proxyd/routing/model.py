@@ -22,6 +22,8 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
+from lowlevel.apiobjects import (cluster_ips, external_ips, loadbalancer_ips, node_addresses,
+                                 pod_cidrs)
 from proxyd.kernel import names
 from proxyd.kernel.state import Route, Tunnel
 
@@ -29,7 +31,6 @@ DEFAULT_ASN = 64512
 ASN_ANNOTATION = "kube-router.io/node.asn"
 PEER_ANNOTATIONS = ("kube-router.io/peer.ips", "kube-router.io/peer.asns",
                     "kube-router.io/peer.ports", "kube-router.io/peer.passwords")
-POD_CIDR_ANNOTATIONS = ("kube-router.io/pod-cidrs", "kube-router.io/pod-cidr")
 # kube-router reads these on a node; this build does not act on them yet, and says so.
 UNBUILT_ANNOTATIONS = ("kube-router.io/rr.server", "kube-router.io/rr.client",
                        "kube-router.io/bgp-local-addresses", "kube-router.io/path-prepend.as",
@@ -85,26 +86,6 @@ class LearnedPath:
     nexthop: str
 
 
-def node_addresses(obj: Mapping) -> dict[int, str]:
-    found: dict[int, str] = {}
-    addresses = (obj.get("status") or {}).get("addresses") or []
-    for kind in ("InternalIP", "ExternalIP"):
-        for entry in addresses:
-            if entry.get("type") == kind and entry.get("address"):
-                version = ipaddress.ip_address(entry["address"]).version
-                found.setdefault(version, entry["address"])
-    return found
-
-
-def pod_cidrs(obj: Mapping) -> tuple[str, ...]:
-    annotations = (obj.get("metadata") or {}).get("annotations") or {}
-    for key in POD_CIDR_ANNOTATIONS:
-        if annotations.get(key):
-            return tuple(c.strip() for c in annotations[key].split(",") if c.strip())
-    spec = obj.get("spec") or {}
-    return tuple(spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else []))
-
-
 def bgp_node(obj: Mapping, cluster_asn: int) -> BgpNode:
     meta = obj.get("metadata") or {}
     name = meta.get("name", "")
@@ -118,7 +99,7 @@ def bgp_node(obj: Mapping, cluster_asn: int) -> BgpNode:
         raise NodeError(f"node {name}: {ASN_ANNOTATION}={text!r} is not a number") from None
     if not 0 < asn < 1 << 32:
         raise NodeError(f"node {name}: ASN {asn} out of range")
-    return BgpNode(name, addresses, asn, pod_cidrs(obj))
+    return BgpNode(name, addresses, asn, pod_cidrs(obj)[0])
 
 
 @dataclass(frozen=True)
@@ -162,11 +143,7 @@ class ServiceVIPs:
 
 def service_vips(svc: Mapping, local_endpoint: bool) -> ServiceVIPs:
     meta, spec = svc.get("metadata") or {}, svc.get("spec") or {}
-    cluster = tuple(ip for ip in (spec.get("clusterIPs") or [spec.get("clusterIP")])
-                    if ip and ip != "None")
-    lb = tuple(i["ip"] for i in ((svc.get("status") or {}).get("loadBalancer") or {})
-               .get("ingress") or () if i.get("ip"))
-    return ServiceVIPs(cluster, tuple(spec.get("externalIPs") or ()), lb,
+    return ServiceVIPs(cluster_ips(svc), external_ips(svc), loadbalancer_ips(svc),
                        dict(meta.get("annotations") or {}),
                        spec.get("internalTrafficPolicy") == "Local",
                        spec.get("externalTrafficPolicy") == "Local", local_endpoint)
