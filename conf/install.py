@@ -241,7 +241,7 @@ def build_package_files(src: str) -> dict[str, bytes]:
 
 
 def build_library_files(sources: dict[str, str] | None = None) -> dict[str, bytes]:
-    """Path under the copy's root ("cni/bridge.py") -> content, for every package copied."""
+    """Path under the copy's root ("cni/bridge/plugin.py") -> content, for every package copied."""
     sources = sources or {name: package_dir(name) for name in PLUGIN_PACKAGES}
     return {f"{name}/{rel}": data for name, src in sorted(sources.items())
             for rel, data in build_package_files(src).items()}

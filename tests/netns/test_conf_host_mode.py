@@ -122,10 +122,10 @@ def test_a_pod_comes_up_through_host_mode_launchers(node, tmp_path, host_ns, net
     assert veths == []
     assert "KRT-DN-" not in host_ns.exec(["iptables-save", "-t", "nat"]).stdout
     # What ran was the copy, under the node's interpreter: it cached its bytecode there.
-    cache = root / LIB.lstrip("/") / library / "cni/__pycache__"
+    cache = root / LIB.lstrip("/") / library / "cni/bridge/__pycache__"
     tag = subprocess.run([NODE_PYTHON, "-I", "-S", "-c", "import sys; print(sys.implementation"
                           ".cache_tag)"], capture_output=True, text=True, timeout=30).stdout
-    assert f"bridge.{tag.strip()}.pyc" in os.listdir(cache)
+    assert f"plugin.{tag.strip()}.pyc" in os.listdir(cache)
     # A re-install leaves the copy, cache and all, alone.
     again = kube_router_cni("install", "--root", root, "--lib-dir", LIB, "--python",
                             NODE_PYTHON, "--pod-cidr", "10.244.8.0/24", "--mtu", "1500",

@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from cni import bridge, skel
+from cni import skel
+from cni.bridge import add, config
 from cni.skel import CniError
 
 VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
@@ -16,13 +17,13 @@ def conf(version="1.0.0", **fields):
 
 def error_of(data, cni_args=None) -> CniError:
     with pytest.raises(CniError) as info:
-        bridge.parse_config(data, cni_args)
+        config.parse_config(data, cni_args)
     return info.value
 
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_defaults_for_every_supported_version(version):
-    c = bridge.parse_config(json.dumps(conf(version)).encode())
+    c = config.parse_config(json.dumps(conf(version)).encode())
     assert c.cni_version == version
     assert c.bridge == "kube-bridge"
     assert (c.is_gateway, c.is_default_gateway, c.force_address, c.ip_masq) == (False,) * 4
@@ -33,7 +34,7 @@ def test_defaults_for_every_supported_version(version):
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_every_field_for_every_supported_version(version):
-    c = bridge.parse_config(conf(
+    c = config.parse_config(conf(
         version, bridge="br9", forceAddress=True, ipMasq=True, mtu=1450,
         hairpinMode=True, vlan=100, enabledad=True, dns={"nameservers": ["10.96.0.10"]},
         unknownField={"ignored": True}))
@@ -44,7 +45,7 @@ def test_every_field_for_every_supported_version(version):
 
 
 def test_default_gateway_implies_gateway():
-    c = bridge.parse_config(conf(isDefaultGateway=True))
+    c = config.parse_config(conf(isDefaultGateway=True))
     assert c.is_gateway and c.is_default_gateway
 
 
@@ -79,16 +80,16 @@ def test_hairpin_with_promisc_is_code_7_naming_both():
 def test_macspoofchk_is_unsupported_code_2():
     err = error_of(conf(macspoofchk=True))
     assert err.code == skel.UNSUPPORTED_FIELD and "macspoofchk" in err.msg
-    assert bridge.parse_config(conf(macspoofchk=False)).bridge == "kube-bridge"
+    assert config.parse_config(conf(macspoofchk=False)).bridge == "kube-bridge"
 
 
 def test_mac_priority_cni_args_then_args_then_runtime_config():
     args = {"MAC": "02:00:00:00:00:01"}
-    assert bridge.parse_config(conf(), args).mac == "02:00:00:00:00:01"
+    assert config.parse_config(conf(), args).mac == "02:00:00:00:00:01"
     with_args = conf(args={"cni": {"mac": "02:00:00:00:00:02"}})
-    assert bridge.parse_config(with_args, args).mac == "02:00:00:00:00:02"
+    assert config.parse_config(with_args, args).mac == "02:00:00:00:00:02"
     with_rc = dict(with_args, runtimeConfig={"mac": "02:00:00:00:00:0A"})
-    assert bridge.parse_config(with_rc, args).mac == "02:00:00:00:00:0a"
+    assert config.parse_config(with_rc, args).mac == "02:00:00:00:00:0a"
 
 
 @pytest.mark.parametrize("mac", ["02:00:00:00:00", "zz:00:00:00:00:01", "0200000000001", 5])
@@ -100,14 +101,14 @@ def test_invalid_mac_is_code_7(mac):
 def test_missing_ipam_parses_but_is_none():
     data = conf()
     del data["ipam"]
-    assert bridge.parse_config(data).ipam is None
+    assert config.parse_config(data).ipam is None
 
 
 def test_plan_gateways_follows_the_reference():
-    c = bridge.parse_config(conf(isDefaultGateway=True))
+    c = config.parse_config(conf(isDefaultGateway=True))
     result = {"ips": [{"address": "10.1.0.5/24"}, {"address": "fd00:1::5/64"},
                       {"address": "10.2.0.5/24", "gateway": "10.2.0.254"}], "routes": []}
-    assert bridge.plan_gateways(result, c) == ["10.1.0.1/24", "fd00:1::1/64", "10.2.0.254/24"]
+    assert add.plan_gateways(result, c) == ["10.1.0.1/24", "fd00:1::1/64", "10.2.0.254/24"]
     assert [ip["interface"] for ip in result["ips"]] == [2, 2, 2]
     assert result["ips"][0]["gateway"] == "10.1.0.1"
     # One default route per family, via the first gateway of that family.
@@ -116,17 +117,17 @@ def test_plan_gateways_follows_the_reference():
 
 
 def test_plan_gateways_keeps_an_ipam_default_route():
-    c = bridge.parse_config(conf(isDefaultGateway=True))
+    c = config.parse_config(conf(isDefaultGateway=True))
     result = {"ips": [{"address": "10.1.0.5/24"}],
               "routes": [{"dst": "0.0.0.0/0", "gw": "10.1.0.254"}]}
-    bridge.plan_gateways(result, c)
+    add.plan_gateways(result, c)
     assert result["routes"] == [{"dst": "0.0.0.0/0", "gw": "10.1.0.254"}]
 
 
 def test_plan_gateways_without_gateway_adds_nothing():
-    c = bridge.parse_config(conf())
+    c = config.parse_config(conf())
     result = {"ips": [{"address": "10.1.0.5/24"}], "routes": []}
-    assert bridge.plan_gateways(result, c) == []
+    assert add.plan_gateways(result, c) == []
     assert "gateway" not in result["ips"][0] and result["routes"] == []
 
 

@@ -1,8 +1,9 @@
 """portmap configuration: defaults, case-insensitive portMappings, every invalid value -> code 7."""
 import pytest
 
-from cni import names, portmap, skel
-from cni.portmap import PortMapping
+from cni import names, skel
+from cni.portmap import config, plugin
+from cni.portmap.config import PortMapping
 
 
 def conf(**extra):
@@ -16,7 +17,7 @@ def maps(*entries):
 
 
 def test_defaults_match_the_reference_plugin():
-    c = portmap.parse_config(conf())
+    c = config.parse_config(conf())
     assert c.mappings == ()
     assert c.snat is True and c.masq_all is False
     assert c.mark_bit == 13 and c.external_setmark_chain == ""
@@ -24,19 +25,19 @@ def test_defaults_match_the_reference_plugin():
 
 
 def test_lowercase_keys_as_podman_sends_them():
-    c = portmap.parse_config(conf(**maps(
+    c = config.parse_config(conf(**maps(
         {"hostPort": 8080, "containerPort": 80, "protocol": "tcp", "hostIP": ""})))
     assert c.mappings == (PortMapping(8080, 80, "tcp", ""),)
 
 
 def test_capitalised_keys_as_containerd_sends_them():
-    c = portmap.parse_config(conf(**maps(
+    c = config.parse_config(conf(**maps(
         {"HostPort": 5353, "ContainerPort": 53, "Protocol": "UDP", "HostIP": "192.0.2.7"})))
     assert c.mappings == (PortMapping(5353, 53, "udp", "192.0.2.7"),)
 
 
 def test_protocol_defaults_to_tcp_and_host_ip_is_normalised():
-    c = portmap.parse_config(conf(**maps(
+    c = config.parse_config(conf(**maps(
         {"hostPort": 1, "containerPort": 65535},
         {"hostport": 2, "CONTAINERPORT": 3, "protocol": "Sctp", "hostip": "2001:DB8:0::1"})))
     assert c.mappings == (PortMapping(1, 65535, "tcp", ""),
@@ -44,7 +45,7 @@ def test_protocol_defaults_to_tcp_and_host_ip_is_normalised():
 
 
 def test_options_and_unknown_fields():
-    c = portmap.parse_config(conf(snat=False, masqAll=True, markMasqBit=0,
+    c = config.parse_config(conf(snat=False, masqAll=True, markMasqBit=0,
                                   conditionsV4=["!", "-s", "10.0.0.0/8"],
                                   conditionsV6=["-d", "fd00::/8"],
                                   capabilities={"portMappings": True},
@@ -54,7 +55,7 @@ def test_options_and_unknown_fields():
 
 
 def test_external_setmark_chain():
-    c = portmap.parse_config(conf(externalSetMarkChain="KUBE-MARK-MASQ"))
+    c = config.parse_config(conf(externalSetMarkChain="KUBE-MARK-MASQ"))
     assert c.external_setmark_chain == "KUBE-MARK-MASQ"
 
 
@@ -78,7 +79,7 @@ BAD_MAPPINGS = [
 @pytest.mark.parametrize("entry,key,value", BAD_MAPPINGS)
 def test_invalid_mapping_is_code_7_naming_key_and_value(entry, key, value):
     with pytest.raises(skel.CniError) as err:
-        portmap.parse_config(conf(**maps(entry)))
+        config.parse_config(conf(**maps(entry)))
     assert err.value.code == skel.INVALID_CONFIG
     assert key in err.value.msg and value in err.value.msg
 
@@ -102,37 +103,37 @@ BAD_OPTIONS = [
 @pytest.mark.parametrize("extra,key,value", BAD_OPTIONS)
 def test_invalid_option_is_code_7_naming_key_and_value(extra, key, value):
     with pytest.raises(skel.CniError) as err:
-        portmap.parse_config(conf(**extra))
+        config.parse_config(conf(**extra))
     assert err.value.code == skel.INVALID_CONFIG
     assert key in err.value.msg and value in err.value.msg
 
 
 def test_mark_bit_and_external_chain_exclude_each_other():
     with pytest.raises(skel.CniError) as err:
-        portmap.parse_config(conf(markMasqBit=13, externalSetMarkChain="KUBE-MARK-MASQ"))
+        config.parse_config(conf(markMasqBit=13, externalSetMarkChain="KUBE-MARK-MASQ"))
     assert err.value.code == skel.INVALID_CONFIG
     assert "externalSetMarkChain" in err.value.msg and "markMasqBit" in err.value.msg
 
 
 def test_container_nets_take_the_first_address_of_each_family():
-    nets = portmap.container_nets({"ips": [
+    nets = config.container_nets({"ips": [
         {"address": "10.1.0.5/24", "gateway": "10.1.0.1", "interface": 2},
         {"address": "10.1.0.6/24"},
         {"address": "fd00:1::5/64", "interface": 2}]})
     assert {f: str(n) for f, n in nets.items()} == {4: "10.1.0.5/24", 6: "fd00:1::5/64"}
-    assert portmap.container_nets(None) == {}
+    assert config.container_nets(None) == {}
 
 
 def test_bad_prev_result_address_is_code_7():
     with pytest.raises(skel.CniError) as err:
-        portmap.container_nets({"ips": [{"address": "10.1.0.500/24"}]})
+        config.container_nets({"ips": [{"address": "10.1.0.500/24"}]})
     assert err.value.code == skel.INVALID_CONFIG and "10.1.0.500" in err.value.msg
 
 
 def test_add_and_check_need_a_prev_result():
     req = skel.Request("ADD", container_id="c1", netns="/run/netns/x", ifname="eth0",
                        conf=conf(**maps({"hostPort": 80, "containerPort": 80})))
-    for cmd in (portmap.cmd_add, portmap.cmd_check):
+    for cmd in (plugin.cmd_add, plugin.cmd_check):
         with pytest.raises(skel.CniError) as err:
             cmd(req)
         assert err.value.code == skel.INVALID_CONFIG and "prevResult" in err.value.msg
@@ -143,7 +144,7 @@ def test_add_without_mappings_passes_the_prev_result_through_untouched():
             "ips": [{"address": "10.1.0.5/24", "interface": 0}]}
     req = skel.Request("ADD", container_id="c1", netns="/run/netns/x", ifname="eth0",
                        conf=conf(), prev_result=prev)
-    assert portmap.cmd_add(req) == prev
+    assert plugin.cmd_add(req) == prev
 
 
 def test_mark_mask_text():

@@ -1,7 +1,7 @@
 """Golden restore text: what one ADD/DEL writes for representative configurations."""
 import ipaddress
 
-from cni import portmap, portmap_rules
+from cni.portmap import config, rules
 from lowlevel import xtables as ipt
 
 CHAIN = "KRT-DN-9a89f8c6d202df5b9f652"   # container "cid1", interface "eth0": pinned on purpose
@@ -39,10 +39,10 @@ COMMIT
 
 def restore_for(conf: dict, address: str, saved: str = "") -> str:
     conf = {"name": "net1", **conf}
-    plan = portmap_rules.build_plan(portmap.parse_config(conf), "cid1", "eth0",
+    plan = rules.build_plan(config.parse_config(conf), "cid1", "eth0",
                               ipaddress.ip_interface(address))
     table = ipt.parse_save(saved).get("nat", ipt.SavedTable("nat"))
-    return portmap_rules.build_add_restore(plan, table)
+    return rules.build_add_restore(plan, table)
 
 
 def mappings(*entries):
@@ -127,9 +127,9 @@ COMMIT
 
 
 def test_a_family_with_no_applicable_mapping_gets_no_plan():
-    conf = portmap.parse_config({"name": "net1", **mappings(
+    conf = config.parse_config({"name": "net1", **mappings(
         {"hostPort": 80, "containerPort": 80, "hostIP": "192.0.2.1"})})
-    assert portmap_rules.build_plan(conf, "cid1", "eth0", ipaddress.ip_interface("fd00::2/64")) is None
+    assert rules.build_plan(conf, "cid1", "eth0", ipaddress.ip_interface("fd00::2/64")) is None
 
 
 def test_masq_all_marks_every_connection():
@@ -223,7 +223,7 @@ def test_delete_removes_only_jumps_to_our_chain_and_the_chain():
 -A {CHAIN} -p tcp -m tcp --dport 8080 -j DNAT --to-destination 10.0.0.2:80
 COMMIT""")
     table = ipt.parse_save(saved)["nat"]
-    assert portmap_rules.build_del_restore(CHAIN, table) == f"""\
+    assert rules.build_del_restore(CHAIN, table) == f"""\
 *nat
 -D CNI-HOSTPORT-DNAT -p tcp -m comment --comment {COMMENT} -m multiport --dports 8080 -j {CHAIN}
 -F {CHAIN}
@@ -238,7 +238,7 @@ def test_the_last_delete_removes_the_shared_chains_and_their_jumps():
 -A CNI-HOSTPORT-DNAT -p tcp -m comment --comment {COMMENT} -m multiport --dports 8080 -j {CHAIN}
 -A {CHAIN} -s 10.0.0.0/24 -p tcp -m tcp --dport 8080 -j CNI-HOSTPORT-SETMARK
 COMMIT""")
-    assert portmap_rules.build_del_restore(CHAIN, ipt.parse_save(saved)["nat"]) == f"""\
+    assert rules.build_del_restore(CHAIN, ipt.parse_save(saved)["nat"]) == f"""\
 *nat
 -D CNI-HOSTPORT-DNAT -p tcp -m comment --comment {COMMENT} -m multiport --dports 8080 -j {CHAIN}
 -F {CHAIN}
@@ -256,31 +256,31 @@ COMMIT
 
 
 def test_delete_with_nothing_there_writes_nothing():
-    assert portmap_rules.build_del_restore(CHAIN, ipt.parse_save(SAVED_SHARED)["nat"]) == ""
-    assert portmap_rules.build_del_restore(CHAIN, ipt.SavedTable("nat")) == ""
+    assert rules.build_del_restore(CHAIN, ipt.parse_save(SAVED_SHARED)["nat"]) == ""
+    assert rules.build_del_restore(CHAIN, ipt.SavedTable("nat")) == ""
 
 
 def test_check_passes_on_what_add_wrote_and_names_what_differs():
-    conf = portmap.parse_config({"name": "net1", "conditionsV4": ["!", "-s", "10.9.0.0/16"],
+    conf = config.parse_config({"name": "net1", "conditionsV4": ["!", "-s", "10.9.0.0/16"],
                                  **mappings({"hostPort": 8080, "containerPort": 80})})
-    plan = portmap_rules.build_plan(conf, "cid1", "eth0", ipaddress.ip_interface("10.0.0.2/24"))
+    plan = rules.build_plan(conf, "cid1", "eth0", ipaddress.ip_interface("10.0.0.2/24"))
     # iptables-save puts the condition first: the jump still counts as ours and right.
     saved = SAVED_SHARED.replace("COMMIT", f"""\
 :{CHAIN} - [0:0]
 -A CNI-HOSTPORT-DNAT ! -s 10.9.0.0/16 -p tcp -m comment --comment {COMMENT} -m multiport --dports 8080 -j {CHAIN}
 """ + "\n".join(f"-A {CHAIN} {rule}" for rule in plan.rules) + "\nCOMMIT")
-    assert portmap_rules.check_plan(plan, ipt.parse_save(saved)["nat"]) == []
+    assert rules.check_plan(plan, ipt.parse_save(saved)["nat"]) == []
 
     wrong_port = saved.replace("--to-destination 10.0.0.2:80", "--to-destination 10.0.0.2:81")
-    problems = portmap_rules.check_plan(plan, ipt.parse_save(wrong_port)["nat"])
+    problems = rules.check_plan(plan, ipt.parse_save(wrong_port)["nat"])
     assert len(problems) == 1 and "10.0.0.2:81" in problems[0]
 
     no_jump = "\n".join(line for line in saved.splitlines()
                         if not line.startswith("-A CNI-HOSTPORT-DNAT"))
-    problems = portmap_rules.check_plan(plan, ipt.parse_save(no_jump)["nat"])
+    problems = rules.check_plan(plan, ipt.parse_save(no_jump)["nat"])
     assert len(problems) == 1 and "jumps to" in problems[0]
 
     no_masq = saved.replace("-A POSTROUTING", "-A INPUT")
-    problems = portmap_rules.check_plan(plan, ipt.parse_save(no_masq)["nat"])
+    problems = rules.check_plan(plan, ipt.parse_save(no_masq)["nat"])
     assert problems == ['rule missing: -I POSTROUTING 1 -m comment --comment '
                         '"CNI portfwd requiring masquerade" -j CNI-HOSTPORT-MASQ']

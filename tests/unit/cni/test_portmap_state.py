@@ -7,7 +7,9 @@ import subprocess
 
 import pytest
 
-from cni import names, portmap, skel
+from cni import names, skel
+from cni.portmap import config
+from cni.portmap import plugin as portmap
 from lowlevel import localnet
 from lowlevel import xtables as ipt
 
@@ -144,7 +146,7 @@ def host(kernel, tmp_path):
 
 
 def conf(*entries, **extra):
-    return portmap.parse_config({"name": "net1", **extra,
+    return config.parse_config({"name": "net1", **extra,
                                  "runtimeConfig": {"portMappings": list(entries)}})
 
 
@@ -371,7 +373,7 @@ def test_skel_answers_an_old_cni_version_with_the_prev_result_in_that_version(ca
 def test_gc_removes_only_this_networks_chains_that_no_attachment_owns(kernel, host):
     portmap.add(host, conf(WEB), "keep", "eth0", DUAL)
     portmap.add(host, conf({"hostPort": 9000, "containerPort": 80}), "gone", "eth0", DUAL)
-    other_net = portmap.parse_config({"name": "net2", "runtimeConfig": {
+    other_net = config.parse_config({"name": "net2", "runtimeConfig": {
         "portMappings": [{"hostPort": 9100, "containerPort": 80}]}})
     portmap.add(host, other_net, "other", "eth0", V4)
     orphan = names.portmap_dnat_chain("orphan", "eth0")

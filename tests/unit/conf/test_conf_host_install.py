@@ -88,7 +88,7 @@ def test_the_copy_is_the_packages_python_files_only(run_cli, node_root):
             on_disk[os.path.relpath(path, copy)] = pathlib.Path(path).read_bytes()
     source = build_library_files()
     assert on_disk == source
-    assert "cni/bridge.py" in source and "cni/host_local/plugin.py" in source
+    assert "cni/bridge/plugin.py" in source and "cni/host_local/plugin.py" in source
     assert "lowlevel/xtables.py" in source        # what the plugins import besides cni
     assert name == library_name(source)
 
@@ -118,9 +118,9 @@ def test_a_second_run_writes_nothing(run_cli, node_root):
     assert install(run_cli, node_root).exit_code == 0
     # The node's interpreter caches bytecode in the copy the first time a plugin runs.
     [name] = library_dirs(node_root)
-    cache = node_root / LIB.lstrip("/") / name / "cni/__pycache__"
+    cache = node_root / LIB.lstrip("/") / name / "cni/bridge/__pycache__"
     cache.mkdir()
-    (cache / "bridge.cpython-311.pyc").write_bytes(b"cached")
+    (cache / "plugin.cpython-311.pyc").write_bytes(b"cached")
     before = snapshot(node_root)
     again = install(run_cli, node_root)
     assert again.exit_code == 0, again.stderr

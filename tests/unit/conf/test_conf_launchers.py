@@ -23,18 +23,18 @@ def test_launchers_match_the_console_scripts():
 
 
 def test_launcher_text():
-    text = build_launcher("cni.bridge", "main", "/opt/py/bin/python3", ["/srv/kr"])
+    text = build_launcher("cni.bridge.plugin", "main", "/opt/py/bin/python3", ["/srv/kr"])
     lines = text.splitlines()
     assert lines[0] == "#!/opt/py/bin/python3 -IS"
     assert "sys.path.extend(['/srv/kr'])" in lines
-    assert lines[-2:] == ["from cni.bridge import main", "sys.exit(main())"]
+    assert lines[-2:] == ["from cni.bridge.plugin import main", "sys.exit(main())"]
 
 
 def test_launcher_refuses_unusable_interpreter_paths():
     with pytest.raises(ConfError, match="#! line"):
-        build_launcher("cni.bridge", "main", "/a b/python3", [])
+        build_launcher("cni.bridge.plugin", "main", "/a b/python3", [])
     with pytest.raises(ConfError, match="#! line"):
-        build_launcher("cni.bridge", "main", "/" + "x" * 260, [])
+        build_launcher("cni.bridge.plugin", "main", "/" + "x" * 260, [])
 
 
 def test_project_paths_import_cni_without_site():

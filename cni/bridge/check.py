@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import os
 
-from cni import bridge, netlink, skel
+from cni import netlink, skel
+from cni.bridge.config import BridgeConf
+from cni.bridge.podns import open_pod_netns
 from cni.skel import CniError
 from lowlevel import ipnet, netns
 
 
-def check(req, conf: bridge.BridgeConf) -> None:
+def check(req, conf: BridgeConf) -> None:
     prev = req.prev_result
     if not prev:
         raise CniError(skel.INVALID_CONFIG, "required prevResult missing")
-    pod_fd = bridge.open_pod_netns(req.netns)
+    pod_fd = open_pod_netns(req.netns)
     try:
         if conf.ipam is not None:
             from cni import ipam
@@ -48,7 +50,7 @@ def _fail(msg: str) -> CniError:
     return CniError(skel.INTERNAL, msg)
 
 
-def _check_host(host, conf: bridge.BridgeConf, br_if: dict, veth_if: dict):
+def _check_host(host, conf: BridgeConf, br_if: dict, veth_if: dict):
     br = host.link_get(br_if["name"])
     if br is None or br.kind != "bridge":
         raise _fail(f"bridge {br_if['name']!r} not found")

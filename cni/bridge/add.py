@@ -1,134 +1,21 @@
-"""kube-router-bridge: the pod's veth on a node bridge, addresses from IPAM, hairpin.
+"""kube-router-bridge ADD: the pod's veth on the node bridge, addresses from IPAM, hairpin.
 
-Configuration and results follow the reference ``bridge`` plugin of
-containernetworking/plugins; the bridge defaults to ``kube-bridge``.
+Results follow the reference ``bridge`` plugin of containernetworking/plugins.
+Everything ADD does is on an undo stack, unwound when a later step fails.
 """
 from __future__ import annotations
 
 import os
-import sys
 
-from cni import netlink, skel
-from cni.record import Record
+from cni import ipam, netlink, skel
+from cni.bridge.config import BridgeConf
+from cni.bridge.podns import open_pod_netns
 from cni.skel import CniError
 from cni.undo import UndoStack
 from lowlevel import ipnet, netns
 
-DEFAULT_BRIDGE = "kube-bridge"
 CONTAINER_IF = 2            # index of the container interface in the result's "interfaces"
 IFA_F_TENTATIVE, IFA_F_DADFAILED = 0x40, 0x08
-# libcni's words for CNI_NETNS naming the plugin's own namespace (code 8)
-OWN_NETNS = "plugin's netns and netns from CNI_NETNS should not be the same"
-
-
-class BridgeConf(Record):
-    __slots__ = ("name", "cni_version", "bridge", "is_gateway", "is_default_gateway",
-                 "force_address", "ip_masq", "mtu", "hairpin_mode", "promisc_mode", "vlan",
-                 "enable_dad", "ipam", "dns", "mac")
-
-
-_BOOLS = {"isGateway": False, "isDefaultGateway": False, "forceAddress": False, "ipMasq": False,
-          "hairpinMode": False, "promiscMode": False, "enabledad": False, "macspoofchk": False}
-
-
-def _invalid(key: str, value) -> CniError:
-    return CniError(skel.INVALID_CONFIG, f"invalid value for {key!r}: {value!r}")
-
-
-def _int_field(conf: dict, key: str, low: int, high: int) -> int:
-    value = conf.get(key, 0)
-    if value is None:
-        return 0
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise _invalid(key, value)
-    return value
-
-
-def _mac_field(key: str, value) -> str:
-    try:
-        raw = netlink.mac_bytes(value)
-    except (ValueError, AttributeError):
-        raise _invalid(key, value) from None
-    if len(raw) != 6 or value.count(":") != 5:
-        raise _invalid(key, value)
-    return netlink.mac_str(raw)
-
-
-def is_ifname(name) -> bool:
-    """A link name the kernel takes (dev_valid_name): 1..15 bytes, no '/', ':', space, NUL
-    (the C string would end at a NUL, naming another link); a lone surrogate cannot encode."""
-    if not isinstance(name, str) or name in (".", "..") or not name.isprintable():
-        return False
-    try:
-        return 0 < len(name.encode()) < 16 and not any(c in "/:" or c.isspace() for c in name)
-    except UnicodeEncodeError:
-        return False
-
-
-def _pod_mac(conf: dict, cni_args: dict) -> str | None:
-    # Lowest to highest priority, as the reference: CNI_ARGS MAC, args.cni.mac, runtimeConfig.mac.
-    mac = None
-    if cni_args.get("MAC"):
-        mac = _mac_field("MAC", cni_args["MAC"])
-    args = conf.get("args")
-    cni = args.get("cni") if isinstance(args, dict) else None
-    if isinstance(cni, dict) and cni.get("mac"):
-        mac = _mac_field("args.cni.mac", cni["mac"])
-    runtime = conf.get("runtimeConfig")
-    if isinstance(runtime, dict) and runtime.get("mac"):
-        mac = _mac_field("runtimeConfig.mac", runtime["mac"])
-    return mac
-
-
-def parse_config(data: bytes | dict, cni_args: dict | None = None) -> BridgeConf:
-    """The plugin's configuration; CniError (code 7 naming key and value) when invalid."""
-    if isinstance(data, (bytes, str)):
-        from cni import fastjson as json
-        try:
-            data = json.loads(data)
-        except ValueError as exc:
-            raise CniError(skel.DECODE_FAILURE, f"failed to parse network configuration: {exc}")
-    if not isinstance(data, dict):
-        raise CniError(skel.DECODE_FAILURE, "network configuration is not a JSON object")
-    version = data.get("cniVersion", "")
-    if version not in skel.SUPPORTED_VERSIONS:
-        raise CniError(skel.INCOMPATIBLE_VERSION, f"unsupported cniVersion {version!r}",
-                       f"supported: {', '.join(skel.SUPPORTED_VERSIONS)}")
-    flags = {}
-    for key, default in _BOOLS.items():
-        value = data.get(key, default)
-        if not isinstance(value, bool):
-            raise _invalid(key, value)
-        flags[key] = value
-    if flags["macspoofchk"]:
-        raise CniError(skel.UNSUPPORTED_FIELD, "'macspoofchk' is not supported")
-    if flags["hairpinMode"] and flags["promiscMode"]:
-        raise CniError(skel.INVALID_CONFIG,
-                       "cannot set 'hairpinMode' and 'promiscMode' at the same time")
-    vlan = _int_field(data, "vlan", 0, 4094)
-    if vlan and (flags["isGateway"] or flags["isDefaultGateway"]):
-        # The reference puts the gateway on a VLAN sub-interface of the bridge; we do not.
-        raise CniError(skel.UNSUPPORTED_FIELD, "'vlan' together with 'isGateway' is not supported")
-    bridge = data.get("bridge") or DEFAULT_BRIDGE
-    if not is_ifname(bridge):
-        raise _invalid("bridge", bridge)
-    for key in ("ipam", "dns"):
-        if data.get(key) is not None and not isinstance(data[key], dict):
-            raise _invalid(key, data[key])
-    ipam_conf = data.get("ipam") or None
-    if ipam_conf is not None and not isinstance(ipam_conf.get("type"), str):
-        raise _invalid("ipam.type", ipam_conf.get("type"))
-    return BridgeConf(
-        name=data.get("name", ""), cni_version=version, bridge=bridge,
-        is_gateway=flags["isGateway"] or flags["isDefaultGateway"],
-        is_default_gateway=flags["isDefaultGateway"], force_address=flags["forceAddress"],
-        ip_masq=flags["ipMasq"], mtu=_int_field(data, "mtu", 0, 65535),
-        hairpin_mode=flags["hairpinMode"], promisc_mode=flags["promiscMode"],
-        vlan=vlan, enable_dad=flags["enabledad"],
-        ipam=ipam_conf, dns=data.get("dns") or None, mac=_pod_mac(data, cni_args or {}))
-
-
-# ---- ADD --------------------------------------------------------------------
 
 
 def ensure_bridge(host: netlink.Netlink, conf: BridgeConf) -> netlink.Link:
@@ -262,21 +149,8 @@ def ensure_ip_forward(ips) -> None:
         netns.sysctl_write("net.ipv6.conf.all.forwarding", 1)
 
 
-def open_pod_netns(path: str) -> int:
-    """ADD and CHECK's pod namespace; never the node's own (the pod's eth0, address and
-    default route would land on the node)."""
-    try:
-        return netns.open_container_netns(path)
-    except netns.NotANetns as exc:
-        raise CniError(skel.UNKNOWN_CONTAINER, exc.strerror) from None
-    except netns.NodeNetns as exc:
-        raise CniError(skel.INVALID_NETNS, OWN_NETNS, exc.strerror) from None
-
-
-def cmd_add(req) -> dict:
-    conf = parse_config(req.conf, req.args)
-    if conf.ipam is None:
-        raise CniError(skel.INVALID_CONFIG, "missing 'ipam': the bridge plugin needs an IPAM plugin")
+def add(req, conf: BridgeConf) -> dict:
+    """The attachment, and its result in the configuration's cniVersion."""
     pod_fd = open_pod_netns(req.netns)
     try:
         with netlink.Netlink() as host, UndoStack() as undo:
@@ -295,7 +169,6 @@ def cmd_add(req) -> dict:
 
 
 def _add(req, conf: BridgeConf, host, pod, pod_fd: int, undo: UndoStack) -> dict:
-    from cni import ipam
     br = ensure_bridge(host, conf)
     result = ipam.exec_add(req, conf.ipam)
     undo.callback(ipam.exec_del, req, conf.ipam)
@@ -338,54 +211,3 @@ def _masq_setup(req, conf: BridgeConf, result: dict, undo: UndoStack) -> None:
     undo.callback(ipmasq.cleanup, conf.name, req.container_id)
     with ipmasq.cni_errors("ipMasq"):
         ipmasq.ensure(conf.name, req.container_id, [ipc["address"] for ipc in result["ips"]])
-
-
-# ---- DEL --------------------------------------------------------------------
-
-
-def cmd_del(req) -> None:
-    from cni import bridge_del
-    bridge_del.delete(req, parse_config(req.conf, req.args))
-
-
-# ---- CHECK ------------------------------------------------------------------
-
-
-def cmd_check(req) -> None:
-    from cni import bridge_check
-    bridge_check.check(req, parse_config(req.conf, req.args))
-
-
-# ---- GC and STATUS (CNI 1.1) ------------------------------------------------
-
-
-def cmd_gc(req) -> None:
-    conf = parse_config(req.conf, req.args)
-    valid_ids = {cid for cid, _ in skel.valid_attachments(req.conf)}
-    if conf.ipam is not None:
-        from cni import ipam
-        ipam.exec_gc(req, conf.ipam)
-    from cni import ipmasq
-    with ipmasq.cni_errors("ipMasq garbage collection"):
-        ipmasq.cleanup_stale(conf.name, valid_ids, required=conf.ip_masq)
-
-
-def cmd_status(req) -> None:
-    """Ready for ADDs: the bridge name is free or a bridge, and IPAM is ready."""
-    conf = parse_config(req.conf, req.args)
-    if conf.ipam is None:
-        raise CniError(skel.INVALID_CONFIG, "missing 'ipam': the bridge needs an IPAM plugin")
-    try:
-        with netlink.Netlink() as host:
-            link = host.link_get(conf.bridge)
-    except OSError as exc:
-        raise CniError(skel.NOT_AVAILABLE, f"cannot read links: {exc}") from None
-    if link is not None and link.kind != "bridge":
-        raise CniError(skel.NOT_AVAILABLE, f"{conf.bridge!r} exists but is not a bridge",
-                       f"it is a {link.kind or 'device without a kind'}")
-    from cni import ipam
-    ipam.exec_status(req, conf.ipam)
-
-
-def main() -> int:
-    return skel.run(sys.modules[__name__])

@@ -6,18 +6,19 @@ from __future__ import annotations
 
 import errno
 import os
-import sys
 
-from cni import bridge, netlink, skel
+from cni import netlink, skel
+from cni.bridge.config import BridgeConf
+from cni.bridge.podns import open_pod_netns_for_del
 from cni.skel import CniError
 from lowlevel import netns
 
 
-def delete(req, conf: bridge.BridgeConf) -> None:
+def delete(req, conf: BridgeConf) -> None:
     if conf.ipam is not None:
         from cni import ipam
         ipam.exec_del(req, conf.ipam)
-    pod_fd = _open_pod_netns(req.netns) if req.netns else None
+    pod_fd = open_pod_netns_for_del(req.netns) if req.netns else None
     if pod_fd is not None:
         try:
             with netns.entered(pod_fd):
@@ -32,20 +33,6 @@ def delete(req, conf: bridge.BridgeConf) -> None:
         from cni import ipmasq
         with ipmasq.cni_errors("ipMasq"):
             ipmasq.cleanup(conf.name, req.container_id)
-
-
-def _open_pod_netns(path: str) -> int | None:
-    """The pod's namespace, or None when nothing of the pod's can be in it."""
-    try:
-        return netns.open_container_netns(path)
-    except netns.NotANetns:
-        return None                       # the pod is gone, and its veth with it
-    except netns.NodeNetns as exc:
-        # ADD refuses this namespace, so no veth of ours is in it: the path is a reused
-        # /proc/PID/ns/net of a pod that is gone, or a runtime's mix-up. Its CNI_IFNAME
-        # is a node link. The lease and ipMasq rules are the container's: they go.
-        sys.stderr.write(f"kube-router-bridge: DEL: {exc.strerror}: no link deleted\n")
-        return None
 
 
 def _delete_link(pod: netlink.Netlink, link: netlink.Link) -> None:

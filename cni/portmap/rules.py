@@ -4,6 +4,7 @@ restore text that gets it there from what ``iptables-save`` shows — no I/O her
 from __future__ import annotations
 
 from cni import names
+from cni.portmap.config import Conf, PortMapping
 from cni.record import Record
 from lowlevel import ipnet
 from lowlevel import xtables as ipt

@@ -1,0 +1,1 @@
+"""kube-router-bridge: plugin.py is the entry; config, add, check, delete and podns its parts."""
