@@ -181,6 +181,10 @@ class Config:
     strict_external_ip_validation: bool = _flag(True, "bool", "Reject Services whose external IPs fall outside --service-external-ip-range.", PROXY)
     v: int = _flag(0, "string", "log level for V logs", parse="level")
 
+    def families(self) -> tuple[int, ...]:
+        """The IP families enabled, 4 before 6."""
+        return tuple(f for f, on in ((4, self.enable_ipv4), (6, self.enable_ipv6)) if on)
+
     def enabled_controllers(self) -> tuple[str, ...]:
         return tuple(c for c, flag in CONTROLLER_FLAGS.items() if getattr(self, _attr(flag)))
 

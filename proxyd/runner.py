@@ -24,6 +24,8 @@ from typing import Callable
 log = logging.getLogger(__name__)
 
 SyncObserver = Callable[[str, float, BaseException | None], None]
+# Every controller's minimum interval, seconds: a burst of changes becomes one sync.
+MIN_SYNC_INTERVAL = 0.5
 
 
 class Backoff:

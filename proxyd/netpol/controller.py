@@ -14,6 +14,8 @@ from typing import Callable
 
 from lowlevel import sysctl
 from proxyd.config import Config
+from proxyd.problems import ProblemLog
+from proxyd.runner import MIN_SYNC_INTERVAL
 from proxyd.kernel import names
 from proxyd.kernel.ipset import IPSetApplier
 from proxyd.kernel.iptables import TableApplier
@@ -23,12 +25,6 @@ from proxyd.netpol.model import build_node_firewall
 log = logging.getLogger(__name__)
 
 BRIDGE_NF = {4: "net/bridge/bridge-nf-call-iptables", 6: "net/bridge/bridge-nf-call-ip6tables"}
-MIN_SYNC_INTERVAL = 0.5      # seconds: bursts of pod changes become one sync
-
-
-def families_of(config: Config) -> tuple[int, ...]:
-    return tuple(f for f, on in ((4, config.enable_ipv4), (6, config.enable_ipv6)) if on)
-
 
 def ranges_of(config: Config) -> NodeRanges:
     return NodeRanges(tuple(config.service_cluster_ip_range),
@@ -44,7 +40,7 @@ class NetworkPolicyController:
                  tables: dict[int, TableApplier] | None = None,
                  ensure_bridge_netfilter: Callable[[tuple[int, ...]], None] | None = None):
         self.node_name = node_name
-        self.families = families_of(config)
+        self.families = config.families()
         self.ranges = ranges_of(config)
         self.sync_period = config.iptables_sync_period.total_seconds()
         self.min_sync_interval = min(MIN_SYNC_INTERVAL, self.sync_period)
@@ -52,16 +48,13 @@ class NetworkPolicyController:
         self.tables = tables or {f: TableApplier(f, "filter", names.is_netpol_chain)
                                  for f in self.families}
         self._bridge_nf = ensure_bridge_netfilter or ensure_bridge_netfilter_calls
-        self._problems: list[str] = []
+        self.problems = ProblemLog(log, "network policy skipped (every other policy still applies)")
 
     def sync(self, ctx) -> None:
         stores = ctx.stores
         model = build_node_firewall(self.node_name, stores["pods"].list(),
                                     stores["namespaces"].list(), stores["networkpolicies"].list())
-        if model.problems != self._problems:
-            for problem in model.problems:
-                log.error("network policy skipped (every other policy still applies): %s", problem)
-            self._problems = model.problems
+        self.problems.report(model.problems)
         desired = build_firewall(model, self.families, self.ranges)
         self._bridge_nf(self.families)
         self.ipsets.sync_sets(desired.sets)

@@ -30,12 +30,13 @@ from proxyd.kernel.ipvs import IPVSApplier, ensure_timeouts
 from proxyd.kernel.vips import VIPApplier, delete_device
 from proxyd.proxy.build import NodeView, ProxyFlags, build_proxy
 from proxyd.proxy.model import build_model
+from proxyd.problems import ProblemLog
 from proxyd.proxy.ownership import IPVSOwnership
+from proxyd.runner import MIN_SYNC_INTERVAL
 from proxyd.routing.model import NodeError
 
 log = logging.getLogger(__name__)
 
-MIN_SYNC_INTERVAL = 0.5
 # IPVS needs conntrack for the SNAT rules to see its connections; a backend that
 # is gone must drop its connections at once, as kube-router sets them.
 SYSCTLS = {"net/ipv4/vs/conntrack": "1", "net/ipv4/vs/expire_nodest_conn": "1",
@@ -88,7 +89,7 @@ class ServiceProxyController:
                  ipvs_check=ipvs_missing):
         self.node_name = node_name
         self._ipvs_check = ipvs_check
-        self.families = tuple(f for f, on in ((4, config.enable_ipv4), (6, config.enable_ipv6)) if on)
+        self.families = config.families()
         self.flags = ProxyFlags(self.families, tuple(config.service_cluster_ip_range),
                                 config.nodeport_bindon_all_ip, config.masquerade_all,
                                 config.ipvs_permit_all)
@@ -110,7 +111,7 @@ class ServiceProxyController:
         self.timeouts = tuple(int(t.total_seconds()) for t in (
             config.service_tcp_timeout, config.service_tcpfin_timeout, config.service_udp_timeout))
         self._ensure_timeouts = ensure_timeouts
-        self._problems: list[str] = []
+        self.problems = ProblemLog(log, "service skipped (every other service is still proxied)")
 
     def preflight(self) -> str | None:
         """Why this controller cannot run here (no IPVS), or None."""
@@ -138,10 +139,7 @@ class ServiceProxyController:
                             self.hairpin_all)
         if self.strict_external:
             model.ports = [self._checked_external(sp, model.problems) for sp in model.ports]
-        if model.problems != self._problems:
-            for problem in model.problems:
-                log.error("service skipped (every other service is still proxied): %s", problem)
-            self._problems = model.problems
+        self.problems.report(model.problems)
         desired = build_proxy(model.ports, view, self.flags)
         ensure_ipvs_module()
         for key, value in SYSCTLS.items():

@@ -34,13 +34,14 @@ from proxyd.routing import egress
 from proxyd.routing.bgp import IPV4_UNICAST, IPV6_UNICAST, BgpSpeaker, GracefulRestart, Peer
 from proxyd.routing.gobgpd import SOCKET_NAME, GobgpdProcess, admin_port_refusal, runtime_dir
 from proxyd.routing.hold import HeldPath, RouteHold
+from proxyd.runner import MIN_SYNC_INTERVAL
+from proxyd.problems import ProblemLog
 from proxyd.routing.model import (DesiredBgp, LearnedPath, NodeError, RouterFlags,
                                   annotation_peers, bgp_node, build_bgp, build_routes,
                                   service_vips, unbuilt_annotations, vip_adverts)
 
 log = logging.getLogger(__name__)
 
-MIN_SYNC_INTERVAL = 0.5
 _FAMILY_NAMES = {4: IPV4_UNICAST, 6: IPV6_UNICAST}
 _FORWARDING = {4: "net/ipv4/ip_forward", 6: "net/ipv6/conf/all/forwarding"}
 
@@ -54,7 +55,7 @@ def router_flags(config: Config) -> RouterFlags:
         peer_router_ports=tuple(config.peer_router_ports),
         peer_router_passwords=tuple(config.peer_router_passwords),
         peer_router_multihop_ttl=config.peer_router_multihop_ttl, bgp_port=config.bgp_port,
-        families=tuple(f for f, on in ((4, config.enable_ipv4), (6, config.enable_ipv6)) if on),
+        families=config.families(),
         enable_overlay=config.enable_overlay, overlay_type=config.overlay_type,
         advertise_cluster_ip=config.advertise_cluster_ip,
         advertise_external_ip=config.advertise_external_ip,
@@ -71,7 +72,8 @@ class RoutingController:
                  routes: RouteApplier | None = None,
                  connected: Callable[[], list[str]] = connected_subnets,
                  egress_applier: egress.PodEgress | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 sysctl: Callable[[str, str], bool] = ensure_sysctl):
         self.node_name = node_name
         self.flags = router_flags(config)
         self.hold_time = int(config.bgp_holdtime.total_seconds())
@@ -91,7 +93,7 @@ class RoutingController:
         # How long a route outlives the silence of the peer that announced it: as long
         # as a graceful-restart peer would keep ours (--bgp-graceful-restart-time).
         self.hold = RouteHold(config.bgp_graceful_restart_time.total_seconds())
-        self._clock = clock
+        self._clock, self._sysctl = clock, sysctl
         self._hold_timer: threading.Timer | None = None
         self._adopted = False
         self._speaker_factory = speaker_factory
@@ -105,7 +107,7 @@ class RoutingController:
         self._adverts: set[tuple[str, str]] = set()
         self._watch = None
         self._wake: Callable[[], None] = lambda: None
-        self._problems: list[str] = []
+        self.problems = ProblemLog(log, "BGP")
 
     def bind_runner(self, request: Callable[[], None]) -> None:
         """The daemon hands over its runner's request(): gobgpd's watch wakes the sync."""
@@ -124,12 +126,12 @@ class RoutingController:
                 others.append(bgp_node(obj, self.flags.cluster_asn))
             except NodeError as e:
                 problems.append(str(e))
-        self._report(problems)
+        self.problems.report(problems)
         desired = build_bgp(me, others, self.flags)
         desired.peers += annotation_peers(me_obj, self.flags.peer_router_multihop_ttl)
         desired.adverts += vip_adverts(self._services(ctx), me, self.flags)
         for family in self.flags.families:
-            ensure_sysctl(_FORWARDING[family], "1")
+            self._sysctl(_FORWARDING[family], "1")
         if self.routes is None:
             self.routes = RouteApplier()
         self._ensure_speaker(desired)
@@ -172,12 +174,6 @@ class RoutingController:
                  if has_ready_endpoint_on(eps, self.node_name)} - {None}
         return [service_vips(svc, object_key(svc) in local)
                 for svc in ctx.stores["services"].list()]
-
-    def _report(self, problems: list[str]) -> None:
-        if problems != self._problems:
-            for problem in problems:
-                log.error("BGP: %s", problem)
-            self._problems = problems
 
     def _ensure_speaker(self, desired: DesiredBgp) -> None:
         identity = (desired.asn, desired.router_id)

@@ -94,5 +94,5 @@ def test_external_ip_outside_the_range_is_not_served_and_named(monkeypatch):
     ctl.sync(Ctx([svc], [], [node()]))
     served = {vs.address for vs in dict(rec.calls)["ipvs"]}
     assert served == {"10.96.0.10", "192.0.2.10"}
-    assert ctl._problems == ["Service x/web: external IP 203.0.113.5 is outside "
+    assert ctl.problems.current == ["Service x/web: external IP 203.0.113.5 is outside "
                              "--service-external-ip-range (not served)"]

@@ -111,14 +111,8 @@ def make(*flags, installed=()):
         return speakers[-1]
     ctl = RoutingController(config, "node-a", gobgpd=FakeGobgpd(), speaker_factory=factory,
                             routes=FakeRoutes(installed), connected=lambda: ["172.30.0.0/24"],
-                            clock=Clock())
+                            clock=Clock(), sysctl=lambda key, value: False)
     return ctl, speakers
-
-
-@pytest.fixture(autouse=True)
-def no_sysctl(monkeypatch):
-    # forwarding sysctls belong to the machine: a unit test must not write them
-    monkeypatch.setattr("proxyd.routing.controller.ensure_sysctl", lambda *a: False)
 
 
 def two_nodes():
@@ -165,10 +159,10 @@ def test_asn_annotation_change_restarts_the_speaker_and_a_bad_node_is_skipped():
     a = node("node-a", "172.30.0.10", "10.244.0.0/24")
     broken = {"metadata": {"name": "node-x"}, "spec": {}, "status": {}}
     ctl.sync(Ctx(store(a, node("node-b", "172.30.0.11", "10.244.1.0/24"), broken)))
-    assert ctl._problems == ["node node-x has no InternalIP or ExternalIP"]
+    assert ctl.problems.current == ["node node-x has no InternalIP or ExternalIP"]
     rr = node("node-a", "172.30.0.10", "10.244.0.0/24", **{"kube-router.io/rr.server": "1"})
     ctl.sync(Ctx(store(rr)))
-    assert ctl._problems == ["node node-a: annotation kube-router.io/rr.server is not implemented "
+    assert ctl.problems.current == ["node node-a: annotation kube-router.io/rr.server is not implemented "
                              "in this build (ignored)"]
     a2 = node("node-a", "172.30.0.10", "10.244.0.0/24", **{"kube-router.io/node.asn": "65010"})
     ctl.sync(Ctx(store(a2, node("node-b", "172.30.0.11", "10.244.1.0/24"))))
