@@ -1,8 +1,6 @@
 """ADD, CHECK and DEL against a stateful fake of iptables that parses our own restore text."""
 import contextlib
-import copy
 import ipaddress
-import shlex
 import subprocess
 
 import pytest
@@ -10,112 +8,43 @@ import pytest
 from cni import names, skel
 from cni.portmap import config
 from cni.portmap import plugin as portmap
+from helpers.xtables import FakeXtables
 from lowlevel import localnet
 from lowlevel import xtables as ipt
 
-BUILTIN_CHAINS = ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING")
-TARGETS = {"ACCEPT", "DROP", "RETURN", "DNAT", "SNAT", "MASQUERADE", "MARK"}
 
-
-class FakeXtables:
-    """The nat tables of one namespace, both families, and IPv4's raw table (the localnet
-    guard); restore is all-or-nothing."""
+class FakeNetfilter(FakeXtables):
+    """One namespace as portmap sees it: the nat tables of both families, IPv4's raw table
+    (the localnet guard) and conntrack."""
 
     def __init__(self):
-        self.tables = {4: self._empty(), 6: self._empty()}
-        self.raw = {"PREROUTING": [], "OUTPUT": []}
-        self.restores: list[str] = []
+        super().__init__()
         self.conntrack: list[list[str]] = []
         self.conntrack_missing = False
-        self.before_restore = None   # hook: another program changes the table meanwhile
-
-    @staticmethod
-    def _empty():
-        return {c: [] for c in BUILTIN_CHAINS}
+        self.before_restore = None   # hook: another program changes nat meanwhile
 
     def __call__(self, argv, input=None):
-        tool = argv[0]
-        if tool == "conntrack":
+        if argv[0] == "conntrack":
             if self.conntrack_missing:
                 return subprocess.CompletedProcess(argv, 127, "", "No such file: conntrack")
             self.conntrack.append(argv)
             return subprocess.CompletedProcess(argv, 1, "", "0 flow entries have been deleted.")
-        family = 6 if tool.startswith("ip6") else 4
-        if tool.endswith("-save"):
-            if argv[1:] == ["-t", "raw"] and family == 4:
-                return subprocess.CompletedProcess(argv, 0, self.save(4, "raw"), "")
-            assert argv[1:] == ["-t", "nat"]
-            return subprocess.CompletedProcess(argv, 0, self.save(family), "")
-        assert argv[1:] == ["--noflush", "-w"], argv
-        if input.startswith("*raw"):
-            assert family == 4, "the localnet guard is IPv4 only"
-            self.raw = self._apply(copy.deepcopy(self.raw), input)
-            return subprocess.CompletedProcess(argv, 0, "", "")
-        if self.before_restore:
+        if "raw" in argv or (input or "").startswith("*raw"):
+            assert not argv[0].startswith("ip6"), "the localnet guard is IPv4 only"
+        elif input is not None and self.before_restore:
             hook, self.before_restore = self.before_restore, None
             hook(self)
-        self.restores.append(input)
-        try:
-            self.tables[family] = self._apply(copy.deepcopy(self.tables[family]), input)
-        except ValueError as exc:
-            return subprocess.CompletedProcess(argv, 1, "", f"iptables-restore: {exc}")
-        return subprocess.CompletedProcess(argv, 0, "", "")
+        return super().__call__(argv, input)
 
-    def save(self, family: int, table: str = "nat") -> str:
-        chains = self.tables[family] if table == "nat" else self.raw
-        lines = [f"*{table}"] + [f":{c} {'ACCEPT' if c in BUILTIN_CHAINS else '-'} [0:0]"
-                                 for c in chains]
-        lines += [f"-A {c} {r}" for c, rules in chains.items() for r in rules]
-        return "\n".join(lines + ["COMMIT", ""])
+    def save(self, family: int, name: str = "nat") -> str:
+        return super().save(family, name)
 
-    def _apply(self, chains, text):
-        for no, line in enumerate(text.splitlines(), 1):
-            try:
-                self._line(chains, line)
-            except ValueError as exc:
-                raise ValueError(f"line {no} failed: {exc}") from None
-        return chains
+    def nat(self, family: int) -> dict[str, list[str]]:
+        """The chains of a family's nat table, to change behind the plugin's back."""
+        return self.table(family, "nat")["chains"]
 
-    @staticmethod
-    def _line(chains, line):
-        if line in ("*nat", "*raw", "COMMIT", ""):
-            return
-        if line.startswith(":"):
-            name = line[1:].split()[0]
-            if len(name) > names.CHAIN_NAME_MAX:
-                raise ValueError("chain name too long")
-            chains[name] = []
-            return
-        op, chain, *rest = line.split(" ", 2)
-        rule = rest[0] if rest else ""
-        shlex.split(rule)   # the quoting must parse
-        target = ipt.rule_target(rule)
-        if op in ("-A", "-I") and target not in TARGETS and target not in chains:
-            raise ValueError(f"Chain '{target}' does not exist")
-        if op == "-N":
-            if chain in chains:
-                raise ValueError("Chain already exists")
-            chains[chain] = []
-        elif chain not in chains:
-            raise ValueError(f"no chain {chain}")
-        elif op == "-A":
-            chains[chain].append(rule)
-        elif op == "-I":
-            pos, rule = rule.split(" ", 1)
-            chains[chain].insert(int(pos) - 1, rule)
-        elif op == "-D":
-            if rule not in chains[chain]:
-                raise ValueError("Bad rule (does a matching rule exist in that chain?)")
-            chains[chain].remove(rule)
-        elif op == "-F":
-            chains[chain] = []
-        elif op == "-X":
-            if chains[chain] or any(ipt.rule_target(r) == chain
-                                    for rs in chains.values() for r in rs):
-                raise ValueError("Directory not empty / chain in use")
-            del chains[chain]
-        else:
-            raise ValueError(f"unknown command {op}")
+    def nat_restores(self) -> list[str]:
+        return [text for text in self.restores if text.startswith("*nat")]
 
     def ours(self, family: int) -> str:
         """Every line that mentions a per-container chain."""
@@ -125,7 +54,7 @@ class FakeXtables:
 
 @pytest.fixture
 def kernel():
-    return FakeXtables()
+    return FakeNetfilter()
 
 
 @pytest.fixture
@@ -157,12 +86,12 @@ DNS = {"hostPort": 5353, "containerPort": 53, "protocol": "udp"}
 
 
 def test_add_then_del_leaves_nothing_of_ours_and_foreign_rules_untouched(kernel, host):
-    kernel.tables[4]["PREROUTING"].append("-j KUBE-SERVICES")
-    kernel.tables[4]["KUBE-SERVICES"] = ["-p tcp -j RETURN"]
+    kernel.nat(4)["PREROUTING"].append("-j KUBE-SERVICES")
+    kernel.nat(4)["KUBE-SERVICES"] = ["-p tcp -j RETURN"]
     before = {f: kernel.save(f) for f in (4, 6)}
     portmap.add(host, conf(WEB, DNS), "cid1", "eth0", DUAL)
     assert kernel.ours(4) and kernel.ours(6)
-    assert len(kernel.restores) == 2   # one transaction per family
+    assert len(kernel.nat_restores()) == 2   # one transaction per family
     portmap.delete(host, "cid1", "eth0")
     # The last container's DEL takes the shared chains along; foreign rules stay as found.
     assert {f: kernel.save(f) for f in (4, 6)} == before
@@ -172,12 +101,12 @@ def test_many_containers_share_chains_and_each_del_removes_only_its_own(kernel, 
     for i in range(5):
         portmap.add(host, conf({"hostPort": 8000 + i, "containerPort": 80}), f"c{i}", "eth0",
                     {"ips": [{"address": f"10.0.0.{10 + i}/24"}]})
-    nat = kernel.tables[4]
+    nat = kernel.nat(4)
     assert len(nat[names.HOSTPORT_DNAT_CHAIN]) == 5
     assert len([r for r in nat["PREROUTING"] if names.HOSTPORT_DNAT_CHAIN in r]) == 1
     assert len(nat[names.HOSTPORT_SETMARK_CHAIN]) == 1
     portmap.delete(host, "c2", "eth0")
-    nat = kernel.tables[4]   # every restore swaps in a new table (all or nothing)
+    nat = kernel.nat(4)   # every restore swaps in a new table (all or nothing)
     assert names.portmap_dnat_chain("c2", "eth0") not in nat
     assert all("8002" not in r for r in nat[names.HOSTPORT_DNAT_CHAIN])
     assert len(nat[names.HOSTPORT_DNAT_CHAIN]) == 4
@@ -185,9 +114,9 @@ def test_many_containers_share_chains_and_each_del_removes_only_its_own(kernel, 
                   {"ips": [{"address": "10.0.0.13/24"}]})
     for i in (0, 1, 3):
         portmap.delete(host, f"c{i}", "eth0")
-    assert names.HOSTPORT_DNAT_CHAIN in kernel.tables[4]   # c4 still uses the shared chains
+    assert names.HOSTPORT_DNAT_CHAIN in kernel.nat(4)   # c4 still uses the shared chains
     portmap.delete(host, "c4", "eth0")
-    assert kernel.save(4) == FakeXtables().save(4)
+    assert kernel.save(4) == FakeNetfilter().save(4)
 
 
 def test_repeated_add_converges(kernel, host):
@@ -203,9 +132,9 @@ def test_del_is_idempotent_and_needs_no_prev_result(kernel, host):
     portmap.delete(host, "never-added", "eth0")
     portmap.add(host, conf(WEB), "cid1", "eth0", V4)
     portmap.delete(host, "cid1", "eth0")
-    restores = len(kernel.restores)
+    restores = len(kernel.nat_restores())
     portmap.delete(host, "cid1", "eth0")
-    assert len(kernel.restores) == restores   # nothing there: nothing written
+    assert len(kernel.nat_restores()) == restores   # nothing there: nothing written
 
 
 def test_del_of_another_interface_leaves_this_one(kernel, host):
@@ -218,14 +147,14 @@ def test_del_of_another_interface_leaves_this_one(kernel, host):
 
 def test_check_of_an_ipv4_only_pod_does_not_look_at_ip6tables(kernel, host):
     portmap.add(host, conf(WEB), "cid1", "eth0", V4)
-    kernel.tables[6] = None   # any ip6tables call would now blow up
+    kernel.broken_families.add(6)   # any ip6tables call would now blow up
     portmap.check(host, conf(WEB), "cid1", "eth0", V4)
 
 
 def test_check_reports_a_removed_rule(kernel, host):
     portmap.add(host, conf(WEB), "cid1", "eth0", DUAL)
     chain = names.portmap_dnat_chain("cid1", "eth0")
-    kernel.tables[6][chain].pop()
+    kernel.nat(6)[chain].pop()
     with pytest.raises(skel.CniError) as err:
         portmap.check(host, conf(WEB), "cid1", "eth0", DUAL)
     assert "ipv6" in err.value.details and "ipv4" not in err.value.details
@@ -233,9 +162,9 @@ def test_check_reports_a_removed_rule(kernel, host):
 
 def test_shared_chains_still_used_by_a_foreign_chain_stay(kernel, host):
     portmap.add(host, conf(WEB), "cid1", "eth0", V4)
-    kernel.tables[4]["CNI-DN-0123456789abcdef0"] = ["-j CNI-HOSTPORT-SETMARK"]
+    kernel.nat(4)["CNI-DN-0123456789abcdef0"] = ["-j CNI-HOSTPORT-SETMARK"]
     portmap.delete(host, "cid1", "eth0")
-    nat = kernel.tables[4]
+    nat = kernel.nat(4)
     assert names.HOSTPORT_DNAT_CHAIN not in nat
     assert nat[names.HOSTPORT_SETMARK_CHAIN] and nat[names.HOSTPORT_MASQ_CHAIN]
     assert kernel.ours(4) == ""
@@ -243,11 +172,11 @@ def test_shared_chains_still_used_by_a_foreign_chain_stay(kernel, host):
 
 def test_a_race_with_another_program_is_retried(kernel, host):
     def other_plugin_creates_shared_chains(k):
-        k.tables[4][names.HOSTPORT_DNAT_CHAIN] = []
+        k.nat(4)[names.HOSTPORT_DNAT_CHAIN] = []
     kernel.before_restore = other_plugin_creates_shared_chains
     portmap.add(host, conf(WEB), "cid1", "eth0", V4)
-    assert len(kernel.restores) == 2
-    assert "-N CNI-HOSTPORT-DNAT" not in kernel.restores[1]
+    assert len(kernel.nat_restores()) == 2
+    assert "-N CNI-HOSTPORT-DNAT" not in kernel.nat_restores()[1]
     portmap.check(host, conf(WEB), "cid1", "eth0", V4)
 
 
@@ -283,7 +212,7 @@ def test_route_localnet_is_set_on_the_interface_routing_to_the_container(kernel,
     assert (conf_dir / "kr-br/route_localnet").read_text() == "1"   # 10.0.0.0/24 beats /16
     assert (conf_dir / "cni0/route_localnet").read_text() == "0"
     assert (conf_dir / "eth0/route_localnet").read_text() == "0"
-    assert kernel.raw["PREROUTING"] == [f"-j {localnet.PLUGIN_CHAIN}"]
+    assert kernel.rules("PREROUTING", 4, "raw") == [f"-j {localnet.PLUGIN_CHAIN}"]
 
 
 def test_no_route_localnet_when_the_guard_cannot_be_written(kernel, host, tmp_path):
@@ -327,7 +256,7 @@ def test_a_failed_add_rolls_back_the_family_that_succeeded(kernel, host):
     host.run = ip6tables_restore_fails
     with pytest.raises(ipt.RestoreError):
         portmap.add(host, conf(WEB), "cid1", "eth0", DUAL)
-    assert kernel.save(4) == FakeXtables().save(4)
+    assert kernel.save(4) == FakeNetfilter().save(4)
 
 
 def request(command, prev=DUAL, version="1.0.0", *entries):
@@ -340,7 +269,7 @@ def request(command, prev=DUAL, version="1.0.0", *entries):
 def test_commands_with_an_injected_host(kernel, host):
     assert portmap.cmd_add(request("ADD"), host) == DUAL
     portmap.cmd_check(request("CHECK"), host)
-    kernel.tables[4][names.HOSTPORT_DNAT_CHAIN].clear()
+    kernel.nat(4)[names.HOSTPORT_DNAT_CHAIN].clear()
     with pytest.raises(skel.CniError) as err:
         portmap.cmd_check(request("CHECK"), host)
     assert err.value.code == skel.INTERNAL and "jumps to" in err.value.details
@@ -377,14 +306,14 @@ def test_gc_removes_only_this_networks_chains_that_no_attachment_owns(kernel, ho
         "portMappings": [{"hostPort": 9100, "containerPort": 80}]}})
     portmap.add(host, other_net, "other", "eth0", V4)
     orphan = names.portmap_dnat_chain("orphan", "eth0")
-    kernel.tables[4][orphan] = ["-p tcp -m tcp --dport 1 -j DNAT --to-destination 10.0.0.9:1"]
+    kernel.nat(4)[orphan] = ["-p tcp -m tcp --dport 1 -j DNAT --to-destination 10.0.0.9:1"]
 
     req = skel.Request("GC", path=("/usr/lib/cni",), version="1.1.0", conf={
         "cniVersion": "1.1.0", "name": "net1",
         "cni.dev/valid-attachments": [{"containerID": "keep", "ifname": "eth0"}]})
     portmap.cmd_gc(req, host)
 
-    left = set(kernel.tables[4]) | set(kernel.tables[6])
+    left = set(kernel.nat(4)) | set(kernel.nat(6))
     assert names.portmap_dnat_chain("keep", "eth0") in left
     assert names.portmap_dnat_chain("other", "eth0") in left          # net2's to collect
     assert names.portmap_dnat_chain("gone", "eth0") not in left
@@ -396,6 +325,6 @@ def test_gc_removes_only_this_networks_chains_that_no_attachment_owns(kernel, ho
 def test_gc_needs_the_valid_attachments():
     req = skel.Request("GC", version="1.1.0", conf={"cniVersion": "1.1.0", "name": "net1"})
     with pytest.raises(skel.CniError) as err:
-        portmap.cmd_gc(req, portmap.Host(run=FakeXtables(), lock=contextlib.nullcontext()))
+        portmap.cmd_gc(req, portmap.Host(run=FakeNetfilter(), lock=contextlib.nullcontext()))
     assert err.value.code == skel.INVALID_CONFIG
     assert "cni.dev/valid-attachments" in err.value.msg
