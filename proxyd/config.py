@@ -33,6 +33,9 @@ IMPLEMENTED: frozenset[str] = frozenset({row.key for row in controllers.SWITCHED
                                         | {CLEANUP})
 
 _ALL3 = (FIREWALL, ROUTER, PROXY)
+# Flags of kube-router's that no controller of this build acts on: controllers.py says why.
+UNBUILT_FLAGS = {flag: why for row in controllers.REGISTRY
+                 for flag, why in row.unbuilt_flags().items()}
 
 
 class FlagError(ValueError):
@@ -159,7 +162,7 @@ class Config:
     nodeport_bindon_all_ip: bool = _flag(False, "bool", "For service of NodePort type create IPVS service that listens on all IP's of the node.", PROXY)
     nodes_full_mesh: bool = _flag(True, "bool", "Each node in the cluster will setup BGP peering with rest of the nodes.", ROUTER)
     overlay_type: str = _flag("subnet", "string", "Possible values: subnet,full - When set to \"subnet\", the default, default \"--enable-overlay=true\" behavior is used. When set to \"full\", it changes \"--enable-overlay=true\" default behavior so that IP-in-IP tunneling is used for pod-to-pod networking across nodes regardless of the subnet the nodes are in.", ROUTER, choices=("subnet", "full"))
-    override_nexthop: bool = _flag(False, "bool", "Override the next-hop in bgp routes sent to peers with the local ip.", ROUTER, pending="next-hop rewriting for route reflectors is not built yet")
+    override_nexthop: bool = _flag(False, "bool", "Override the next-hop in bgp routes sent to peers with the local ip.", ROUTER)
     peer_router_asns: tuple[int, ...] = _flag((), "uintSlice", "ASN numbers of the BGP peer to which cluster nodes will advertise cluster ip and node's pod cidr.", ROUTER)
     peer_router_ips: tuple[IPAddress, ...] = _flag((), "ipSlice", "The ip address of the external router to which all nodes will peer and advertise the cluster ip and pod cidr's.", ROUTER)
     peer_router_multihop_ttl: int = _flag(0, "uint8", "Enable eBGP multihop supports -- sets multihop-ttl. (Relevant only if ttl >= 2)", ROUTER)
@@ -171,7 +174,7 @@ class Config:
     run_loadbalancer: bool = _flag(False, "bool", "Enable loadbalancer address allocator", LOADBALANCER)
     run_router: bool = _flag(True, "bool", "Enables Pod Networking -- Advertises and learns the routes to Pods via iBGP.", ROUTER)
     run_service_proxy: bool = _flag(True, "bool", "Enables Service Proxy -- sets up IPVS for Kubernetes Services.", PROXY)
-    runtime_endpoint: str = _flag("", "string", "Path to CRI compatible container runtime socket (used for DSR mode). Currently known working with containerd.", PROXY, pending="DSR is not built yet")
+    runtime_endpoint: str = _flag("", "string", "Path to CRI compatible container runtime socket (used for DSR mode). Currently known working with containerd.", PROXY)
     service_cluster_ip_range: tuple[IPNetwork, ...] = _flag(_nets("10.96.0.0/12"), "stringSlice", "CIDR values from which service cluster IPs are assigned (can be specified up to 2 times)", *_ALL3, parse="cidr", max_items=2)
     service_external_ip_range: tuple[IPNetwork, ...] = _flag((), "stringSlice", "Specify external IP CIDRs that are used for inter-cluster communication (can be specified multiple times)", *_ALL3, parse="cidr")
     service_node_port_range: tuple[int, int] = _flag((30000, 32767), "string", "NodePort range specified with either a hyphen or colon", FIREWALL, PROXY, parse="port_range")
@@ -326,9 +329,10 @@ def check_features(config: Config, implemented: frozenset[str] = IMPLEMENTED) ->
         used_by = field.metadata["used_by"]
         if name in CONTROLLER_FLAGS.values() or not used_by:
             continue
-        if field.metadata.get("pending") and getattr(config, field.name) != field.default:
+        why = UNBUILT_FLAGS.get(name)
+        if why and getattr(config, field.name) != field.default:
             problems.append(f"--{name}={format_value(field, getattr(config, field.name))}: "
-                            f"not implemented in this build ({field.metadata['pending']})")
+                            f"not implemented in this build ({why} is not built yet)")
             continue
         if getattr(config, field.name) != field.default and not implemented & set(used_by):
             problems.append(

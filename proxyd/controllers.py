@@ -27,6 +27,10 @@ class ControllerRow:
     factory: str = ""              # "module:callable" taking (config, node_name); "": not built
     cleanup: str = ""              # "module:callable" taking (config), returning what it removed
     execs: tuple[str, ...] = ()    # every executable it may run
+    # What kube-router's controller has and this build does not, refused by name: flags
+    # ("--name", refused when set to anything but the default) and annotations (logged on
+    # the object that carries one, which is served without it), each with the reason.
+    unbuilt: tuple[tuple[str, str], ...] = ()
 
     @property
     def built(self) -> bool:
@@ -37,6 +41,19 @@ class ControllerRow:
 
     def clean(self, config) -> list[str]:
         return _load(self.cleanup)(config)
+
+    def unbuilt_flags(self) -> dict[str, str]:
+        return {name[2:]: why for name, why in self.unbuilt if name.startswith("--")}
+
+    def refused_annotations(self, obj, kind: str) -> list[str]:
+        """One line per annotation this build does not act on that ``obj`` (a ``kind``:
+        "node", "Service") carries."""
+        meta = obj.get("metadata") or {}
+        have = meta.get("annotations") or {}
+        key = "/".join(p for p in (meta.get("namespace"), meta.get("name")) if p)
+        return [f"{kind} {key}: annotation {name} is not implemented in this build "
+                f"(ignored: {why})" for name, why in self.unbuilt
+                if not name.startswith("--") and name in have]
 
 
 def _load(target: str):
@@ -50,10 +67,27 @@ REGISTRY: tuple[ControllerRow, ...] = (
                   "proxyd.netpol.controller:cleanup_firewall", XTABLES + ("modprobe",)),
     ControllerRow(ROUTER, "BGP pod routing", "run-router",
                   "proxyd.routing.controller:RoutingController",
-                  "proxyd.routing.controller:cleanup_routing", XTABLES + ("gobgpd",)),
+                  "proxyd.routing.controller:cleanup_routing", XTABLES + ("gobgpd",), (
+                      ("--override-nexthop", "next-hop rewriting for route reflectors"),
+                      ("kube-router.io/rr.server", "route reflectors"),
+                      ("kube-router.io/rr.client", "route reflectors"),
+                      ("kube-router.io/bgp-local-addresses", "BGP local addresses"),
+                      ("kube-router.io/path-prepend.as", "AS path prepending"),
+                      ("kube-router.io/path-prepend.repeat-n", "AS path prepending"),
+                      ("kube-router.io/node.bgp.communities", "BGP communities"),
+                      ("kube-router.io/node.bgp.customimportreject", "BGP import policy"))),
     ControllerRow(PROXY, "IPVS service proxy", "run-service-proxy",
                   "proxyd.proxy.controller:ServiceProxyController",
-                  "proxyd.proxy.controller:cleanup_proxy", XTABLES + ("ipvsadm", "modprobe")),
+                  "proxyd.proxy.controller:cleanup_proxy", XTABLES + ("ipvsadm", "modprobe"), (
+                      ("--runtime-endpoint", "DSR"),
+                      ("kube-router.io/service.dsr", "DSR; the Service is proxied by NAT"),
+                      ("kube-router.io/service.schedflags", "IPVS scheduler flags"),
+                      ("kube-router.io/service.local",
+                       "the per-Service local-only policy; use the traffic policies"),
+                      ("kube-router.io/service.skiplbips",
+                       "skipping LoadBalancer IPs; they are proxied"),
+                      ("kube-router.io/service.hairpin.externalips",
+                       "hairpin for external IPs only; service.hairpin covers every address"))),
     ControllerRow(LOADBALANCER, "LoadBalancer IP allocator", "run-loadbalancer"),
     ControllerRow(LOCALNET_GUARD, "localnet guard", "",
                   "proxyd.kernel.localnet:LocalnetGuard",

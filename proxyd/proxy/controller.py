@@ -21,6 +21,7 @@ import subprocess
 
 from lowlevel.apiobjects import node_addresses, pod_cidrs
 from lowlevel.sysctl import ensure_sysctl
+from proxyd import controllers
 from proxyd.config import Config
 from proxyd.kernel import names
 from proxyd.kernel.addresses import local_addresses
@@ -112,6 +113,7 @@ class ServiceProxyController:
             config.service_tcp_timeout, config.service_tcpfin_timeout, config.service_udp_timeout))
         self._ensure_timeouts = ensure_timeouts
         self.problems = ProblemLog(log, "service skipped (every other service is still proxied)")
+        self.refused = ProblemLog(log, "served without a feature this build lacks")
 
     def preflight(self) -> str | None:
         """Why this controller cannot run here (no IPVS), or None."""
@@ -135,8 +137,11 @@ class ServiceProxyController:
         self.ownership = self.ownership.with_addresses(set(local) | set(node_addresses(me).values()))
         view = NodeView(self.node_name, node_addresses(me), local,
                         tuple(c for n in nodes.list() for c in pod_cidrs(n)[0]))
-        model = build_model(ctx.stores["services"].list(), ctx.stores["endpointslices"].list(),
-                            self.hairpin_all)
+        services = ctx.stores["services"].list()
+        unbuilt = controllers.BY_KEY[controllers.PROXY]
+        self.refused.report([line for svc in services
+                             for line in unbuilt.refused_annotations(svc, "Service")])
+        model = build_model(services, ctx.stores["endpointslices"].list(), self.hairpin_all)
         if self.strict_external:
             model.ports = [self._checked_external(sp, model.problems) for sp in model.ports]
         self.problems.report(model.problems)

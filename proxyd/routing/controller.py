@@ -26,6 +26,7 @@ from typing import Callable
 
 from lowlevel.apiobjects import has_ready_endpoint_on, service_of_slice
 from lowlevel.sysctl import ensure_sysctl
+from proxyd import controllers
 from proxyd.config import Config
 from proxyd.k8s.cache import object_key
 from proxyd.kernel.addresses import connected_subnets
@@ -38,7 +39,7 @@ from proxyd.runner import MIN_SYNC_INTERVAL
 from proxyd.problems import ProblemLog
 from proxyd.routing.model import (DesiredBgp, LearnedPath, NodeError, RouterFlags,
                                   annotation_peers, bgp_node, build_bgp, build_routes,
-                                  service_vips, unbuilt_annotations, vip_adverts)
+                                  service_vips, vip_adverts)
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,8 @@ class RoutingController:
         if me_obj is None:
             raise NodeError(f"this node ({self.node_name}) has no Node object yet")
         me = bgp_node(me_obj, self.flags.cluster_asn)
-        others, problems = [], unbuilt_annotations(me_obj)
+        others, problems = [], controllers.BY_KEY[controllers.ROUTER].refused_annotations(
+            me_obj, "node")
         for obj in nodes.list():
             try:
                 others.append(bgp_node(obj, self.flags.cluster_asn))

@@ -31,19 +31,6 @@ DEFAULT_ASN = 64512
 ASN_ANNOTATION = "kube-router.io/node.asn"
 PEER_ANNOTATIONS = ("kube-router.io/peer.ips", "kube-router.io/peer.asns",
                     "kube-router.io/peer.ports", "kube-router.io/peer.passwords")
-# kube-router reads these on a node; this build does not act on them yet, and says so.
-UNBUILT_ANNOTATIONS = ("kube-router.io/rr.server", "kube-router.io/rr.client",
-                       "kube-router.io/bgp-local-addresses", "kube-router.io/path-prepend.as",
-                       "kube-router.io/path-prepend.repeat-n", "kube-router.io/node.bgp.communities",
-                       "kube-router.io/node.bgp.customimportreject")
-
-
-def unbuilt_annotations(obj: Mapping) -> list[str]:
-    annotations = (obj.get("metadata") or {}).get("annotations") or {}
-    return [f"node {(obj.get('metadata') or {}).get('name')}: annotation {key} is not "
-            "implemented in this build (ignored)" for key in UNBUILT_ANNOTATIONS if key in annotations]
-
-
 class NodeError(ValueError):
     """A Node object this node cannot use (no address, a bad annotation)."""
 

@@ -96,3 +96,15 @@ def test_external_ip_outside_the_range_is_not_served_and_named(monkeypatch):
     assert served == {"10.96.0.10", "192.0.2.10"}
     assert ctl.problems.current == ["Service x/web: external IP 203.0.113.5 is outside "
                              "--service-external-ip-range (not served)"]
+
+
+def test_an_annotation_this_build_lacks_is_named_and_the_service_still_served(monkeypatch):
+    monkeypatch.setattr("proxyd.proxy.controller.ensure_ipvs_module", lambda: None)
+    ctl, rec = controller()
+    svc = service("web", annotations={"kube-router.io/service.dsr": "tunnel"})
+    ctl.sync(Ctx([svc], [eps("web", [("10.244.0.2", "node-a", READY)])], [node()]))
+    assert ctl.refused.current == ["Service x/web: annotation kube-router.io/service.dsr is not "
+                                   "implemented in this build (ignored: DSR; the Service is "
+                                   "proxied by NAT)"]
+    (vs,) = dict(rec.calls)["ipvs"]
+    assert vs.address == "10.96.0.10" and [d.address for d in vs.destinations] == ["10.244.0.2"]

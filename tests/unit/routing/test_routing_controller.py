@@ -162,8 +162,8 @@ def test_asn_annotation_change_restarts_the_speaker_and_a_bad_node_is_skipped():
     assert ctl.problems.current == ["node node-x has no InternalIP or ExternalIP"]
     rr = node("node-a", "172.30.0.10", "10.244.0.0/24", **{"kube-router.io/rr.server": "1"})
     ctl.sync(Ctx(store(rr)))
-    assert ctl.problems.current == ["node node-a: annotation kube-router.io/rr.server is not implemented "
-                             "in this build (ignored)"]
+    assert ctl.problems.current == ["node node-a: annotation kube-router.io/rr.server is not "
+                                    "implemented in this build (ignored: route reflectors)"]
     a2 = node("node-a", "172.30.0.10", "10.244.0.0/24", **{"kube-router.io/node.asn": "65010"})
     ctl.sync(Ctx(store(a2, node("node-b", "172.30.0.11", "10.244.1.0/24"))))
     sp = speakers[0]
