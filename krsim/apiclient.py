@@ -12,7 +12,7 @@ import json
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 
-from krsim.netns import _setns
+from lowlevel import netns
 
 _PATHS = {  # kind -> (API prefix, plural, namespaced)
     "Namespace": ("/api/v1", "namespaces", False),
@@ -48,7 +48,7 @@ class SimApi:
         self.url = url
         self._host, self._port, self._timeout = parsed.hostname, parsed.port, timeout
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sim-api",
-                                        initializer=_setns, initargs=(netns_path,))
+                                        initializer=netns.enter, initargs=(netns_path,))
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

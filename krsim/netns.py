@@ -6,7 +6,6 @@ is ever touched.
 """
 from __future__ import annotations
 
-import ctypes
 import itertools
 import os
 import shlex
@@ -16,25 +15,15 @@ import subprocess
 import threading
 import time
 
+from lowlevel import netns
+
 PREFIX = "krsim-"
-CLONE_NEWNET = 0x40000000
 _counter = itertools.count()
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def unique_name(role: str, prefix: str = PREFIX) -> str:
     """A namespace name unique across processes and runs (max 32 chars)."""
     return f"{prefix}{os.getpid() % 100000}-{next(_counter)}-{role}"[:32]
-
-
-def _setns(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        if _libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns({path}): {os.strerror(err)}")
-    finally:
-        os.close(fd)
 
 
 def run(cmd, *, check: bool = True, timeout: float = 30, input: str | None = None,
@@ -94,7 +83,7 @@ class Netns:
 
         def target():
             try:
-                _setns(self.path)
+                netns.enter(self.path)
                 box["value"] = fn(*args, **kwargs)
             except BaseException as exc:  # handed back to the caller below
                 box["error"] = exc

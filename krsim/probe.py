@@ -10,7 +10,7 @@ import socket
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from krsim.netns import _setns
+from lowlevel import netns
 
 
 @dataclass
@@ -67,7 +67,7 @@ def _once(address: str, port: int, protocol: str, timeout: float) -> str | None:
 def _run_probe(probe: Probe, timeout: float) -> Probe:
     if probe.skip_reason:
         return probe
-    _setns(probe.source_netns)
+    netns.enter(probe.source_netns)
     for _ in range(probe.count):
         who = _once(probe.address, probe.port, probe.protocol, timeout)
         probe.results.append("allow" if who else "deny")

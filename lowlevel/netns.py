@@ -44,6 +44,18 @@ def _libc_setns():
 _setns = getattr(os, "setns", None) or _libc_setns()
 
 
+def enter(path: str) -> None:
+    """Move the calling thread into the network namespace at ``path`` for good (a thread
+    made for that namespace; ``entered`` comes back)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _setns(fd, CLONE_NEWNET)
+    except OSError as exc:
+        raise OSError(exc.errno, f"setns({path}): {exc.strerror}") from None
+    finally:
+        os.close(fd)
+
+
 class NotANetns(OSError):
     """The path does not exist or is not a network namespace."""
 
