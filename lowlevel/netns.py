@@ -1,10 +1,9 @@
-"""Entering a network namespace by path, and sysctls inside one.
+"""Entering a network namespace by path.
 
 Namespaces are per thread: ``entered(ns)`` moves the calling thread in and back
 out. A socket keeps the namespace it was opened in, so the plugins open one
-netlink socket per namespace and do not hop back and forth. /proc/sys/net
-resolves against the namespace of the thread that *opens* the file, so a sysctl
-is written while inside.
+netlink socket per namespace and do not hop back and forth. A sysctl
+(lowlevel/sysctl.py) is written while inside.
 """
 from __future__ import annotations
 
@@ -126,22 +125,3 @@ class entered:
         finally:
             os.close(self._home)
         return False
-
-
-def sysctl_path(key: str) -> str:
-    """``net.ipv4.ip_forward`` or ``net/ipv6/conf/eth0/disable_ipv6`` -> its /proc/sys path.
-
-    Use the slash form when a part (an interface name) may contain dots.
-    """
-    return "/proc/sys/" + (key if "/" in key else key.replace(".", "/"))
-
-
-def sysctl_write(key: str, value) -> None:
-    """Write a sysctl of the calling thread's network namespace."""
-    with open(sysctl_path(key), "w") as f:
-        f.write(str(value))
-
-
-def sysctl_read(key: str) -> str:
-    with open(sysctl_path(key)) as f:
-        return f.read().strip()

@@ -1,22 +1,37 @@
-"""Kernel settings the controllers need, written only when they differ."""
+"""Kernel settings (/proc/sys) of the calling thread's network namespace.
+
+/proc/sys/net resolves against the namespace of the thread that *opens* the
+file, so a plugin inside a pod's namespace (lowlevel/netns.py ``entered``)
+writes the pod's settings. Keys are given as ``net.ipv4.ip_forward`` or, when
+a part (an interface name) may hold dots, ``net/ipv6/conf/eth0/disable_ipv6``.
+"""
 from __future__ import annotations
 
-import logging
-
-log = logging.getLogger(__name__)
 ROOT = "/proc/sys"
 
 
-def ensure_sysctl(key: str, value: str, root: str = ROOT) -> bool:
-    """Set ``key`` ("net/ipv4/ip_forward") to ``value``; True if it had to change.
+def path(key: str, root: str = ROOT) -> str:
+    return f"{root}/" + (key if "/" in key else key.replace(".", "/"))
 
-    The setting belongs to the network namespace the daemon runs in: on a node,
-    the host's."""
-    path = f"{root}/{key}"
-    with open(path) as f:
-        if f.read().strip() == value:
-            return False
-    with open(path, "w") as f:
-        f.write(value)
-    log.info("set %s = %s", key.replace("/", "."), value)
+
+def write(key: str, value, root: str = ROOT) -> None:
+    with open(path(key, root), "w") as f:
+        f.write(str(value))
+
+
+def read(key: str, root: str = ROOT) -> str:
+    with open(path(key, root)) as f:
+        return f.read().strip()
+
+
+def ensure_sysctl(key: str, value: str, root: str = ROOT) -> bool:
+    """Set ``key`` to ``value``; True if it had to change (and the change is logged).
+
+    The daemon's settings belong to the network namespace it runs in: on a
+    node, the host's."""
+    if read(key, root) == value:
+        return False
+    write(key, value, root)
+    import logging  # the daemon's only: the CNI plugins never pay for it
+    logging.getLogger(__name__).info("set %s = %s", key.replace("/", "."), value)
     return True

@@ -12,7 +12,7 @@ from cni.bridge.config import BridgeConf
 from cni.bridge.podns import open_pod_netns
 from cni.skel import CniError
 from cni.undo import UndoStack
-from lowlevel import ipnet, netns
+from lowlevel import ipnet, netns, sysctl
 
 CONTAINER_IF = 2            # index of the container interface in the result's "interfaces"
 IFA_F_TENTATIVE, IFA_F_DADFAILED = 0x40, 0x08
@@ -28,7 +28,7 @@ def ensure_bridge(host: netlink.Netlink, conf: BridgeConf) -> netlink.Link:
         else:
             # We own the bridge's routes: router advertisements must not add any.
             try:
-                netns.sysctl_write(f"net/ipv6/conf/{conf.bridge}/accept_ra", 0)
+                sysctl.write(f"net/ipv6/conf/{conf.bridge}/accept_ra", 0)
             except OSError:
                 pass                   # no IPv6 in this namespace
         br = host.link_get(conf.bridge)
@@ -83,10 +83,10 @@ def configure_pod(pod: netlink.Netlink, link: netlink.Link, result: dict, conf: 
     """Addresses and routes inside the pod (the thread is in the pod's namespace)."""
     ips = [ipnet.ip_interface(ipc["address"]) for ipc in result["ips"]]
     if any(ip.version == 6 for ip in ips):
-        netns.sysctl_write(f"net/ipv6/conf/{link.name}/disable_ipv6", 0)
+        sysctl.write(f"net/ipv6/conf/{link.name}/disable_ipv6", 0)
         if not conf.enable_dad:
             try:
-                netns.sysctl_write(f"net/ipv6/conf/{link.name}/accept_dad", 0)
+                sysctl.write(f"net/ipv6/conf/{link.name}/accept_dad", 0)
             except OSError:
                 pass
     for ip in ips:
@@ -144,9 +144,9 @@ def ensure_gateway_addr(host: netlink.Netlink, br: netlink.Link, gw: str, conf: 
 def ensure_ip_forward(ips) -> None:
     versions = {ipnet.ip_interface(ipc["address"]).version for ipc in ips}
     if 4 in versions:
-        netns.sysctl_write("net.ipv4.ip_forward", 1)
+        sysctl.write("net.ipv4.ip_forward", 1)
     if 6 in versions:
-        netns.sysctl_write("net.ipv6.conf.all.forwarding", 1)
+        sysctl.write("net.ipv6.conf.all.forwarding", 1)
 
 
 def add(req, conf: BridgeConf) -> dict:

@@ -259,6 +259,14 @@ class TableApplier:
                             " ".join(self.last_rewritten))
         return written
 
+    def cleanup(self) -> list[str]:
+        """Remove every chain and hook of ours from the table (--cleanup-config); one
+        "iptables -t TABLE CHAIN" line per chain removed or changed."""
+        if not self.apply([], []):
+            return []
+        tool = self._tables.save_bin.removesuffix("-save")
+        return [f"{tool} -t {self.table} {chain}" for chain in self.last_rewritten]
+
     def _retrying(self, message: str) -> None:
         self._log.warning("%s: %s", self.label, message)
 

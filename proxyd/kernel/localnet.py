@@ -41,7 +41,4 @@ class LocalnetGuard:
 
 def cleanup_localnet_guard(config=None, *, applier: TableApplier | None = None) -> list[str]:
     """--cleanup-config: the daemon's guard goes; the plugin's, if any, stays."""
-    applier = applier or TableApplier(4, TABLE, names.is_localnet_chain)
-    if applier.apply([], []):
-        return [f"raw chain {names.LOCALNET_GUARD_CHAIN}"]
-    return []
+    return (applier or TableApplier(4, TABLE, names.is_localnet_chain)).cleanup()

@@ -47,6 +47,7 @@ class Hook:
 
 MAX_NAME_LEN = 31
 FAMILIES = {"inet": 4, "inet6": 6}
+SET_FAMILY = {4: "inet", 6: "inet6"}          # an IP family's name in ipset
 PORT_PROTOCOLS = ("tcp", "udp", "sctp", "udplite")
 
 

@@ -26,10 +26,9 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from proxyd.kernel import names
-from proxyd.kernel.state import Chain, Hook, IPSet, save_quote
+from proxyd.kernel.state import SET_FAMILY, Chain, Hook, IPSet, save_quote
 from proxyd.netpol.model import Network, NodeFirewall, Pod, Policy, PortMatch, Rule
 
-_SET_FAMILY = {4: "inet", 6: "inet6"}
 _HOST_BITS = {4: 32, 6: 128}
 _REJECT = {4: "icmp-port-unreachable", 6: "icmp6-port-unreachable"}
 _MARK = f"-j MARK --set-xmark {names.NETPOL_ALLOW_MARK}"
@@ -211,4 +210,4 @@ def _nets(entries: tuple[str, ...], family: int) -> list[str]:
 
 def _add_set(sets: dict[str, IPSet], name: str, kind: str, family: int,
              entries: Iterable[str]) -> None:
-    sets[name] = IPSet(name, kind, _SET_FAMILY[family], frozenset(entries))
+    sets[name] = IPSet(name, kind, SET_FAMILY[family], frozenset(entries))

@@ -81,11 +81,7 @@ def cleanup_firewall(config: Config | None = None, *, ipsets: IPSetApplier | Non
                      tables: dict[int, TableApplier] | None = None) -> list[str]:
     """Remove the firewall's hooks, chains and sets in both families; what was removed."""
     tables = tables or {f: TableApplier(f, "filter", names.is_netpol_chain) for f in (4, 6)}
-    removed = []
-    for family, table in sorted(tables.items()):
-        if table.apply([], []):
-            removed += [f"{'ip6tables' if family == 6 else 'iptables'} {c}"
-                        for c in table.last_rewritten]
+    removed = [line for _, table in sorted(tables.items()) for line in table.cleanup()]
     ipsets = ipsets or IPSetApplier(names.is_netpol_set)
     removed += [f"ipset {name}" for name in ipsets.cleanup_stale(())]
     return removed

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from proxyd.kernel import names
-from proxyd.kernel.state import Chain, Destination, Hook, IPSet, VirtualService, save_quote
+from proxyd.kernel.state import (SET_FAMILY, Chain, Destination, Hook, IPSet, VirtualService,
+                                 save_quote)
 from proxyd.proxy.model import ServicePort
 
-_SET_FAMILY = {4: "inet", 6: "inet6"}
 _HOST = {4: 32, 6: 128}
 _REJECT = {4: "icmp-port-unreachable", 6: "icmp6-port-unreachable"}
 _PING = {4: "-p icmp -m icmp --icmp-type 8", 6: "-p ipv6-icmp -m icmp6 --icmpv6-type 128"}
@@ -111,7 +111,7 @@ def _set(base: str, family: int) -> str:
 def _rules(ports: list[ServicePort], node: NodeView, flags: ProxyFlags, family: int,
            sets: list[IPSet]) -> FamilyRules:
     pods = _set(names.SERVICE_POD_SUBNETS_SET, family)
-    sets.append(IPSet(pods, "hash:net", _SET_FAMILY[family],
+    sets.append(IPSet(pods, "hash:net", SET_FAMILY[family],
                       frozenset(c for c in node.pod_cidrs if _family(c) == family)))
     rules = FamilyRules()
     rules.nat = [Chain(names.SERVICE_SNAT_CHAIN, tuple(
@@ -180,8 +180,8 @@ def _guard_rules(ports: list[ServicePort], flags: ProxyFlags, family: int,
     vips = {ip for sp in ports for ip in sp.cluster_ips + sp.external_ips if _family(ip) == family}
     pairs = {f"{ip},{sp.protocol.lower()}:{sp.port}" for sp in ports
              for ip in sp.cluster_ips + sp.external_ips if _family(ip) == family}
-    sets += [IPSet(svip, "hash:ip", _SET_FAMILY[family], frozenset(vips)),
-             IPSet(svip_port, "hash:ip,port", _SET_FAMILY[family], frozenset(pairs))]
+    sets += [IPSet(svip, "hash:ip", SET_FAMILY[family], frozenset(vips)),
+             IPSet(svip_port, "hash:ip,port", SET_FAMILY[family], frozenset(pairs))]
     if flags.ipvs_permit_all:
         return [f"-m set --match-set {svip} dst -j ACCEPT"]
     return [f"-m set --match-set {svip_port} dst,dst -j ACCEPT",

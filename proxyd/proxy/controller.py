@@ -162,13 +162,8 @@ class ServiceProxyController:
 def cleanup_proxy(config: Config) -> list[str]:
     """Remove our IPVS services (by the ranges the flags give), kube-dummy-if, our
     SNAT/guard rules and sets. A kernel without IPVS holds none of ours."""
-    removed = []
-    for family in (4, 6):
-        for table in ("nat", "filter"):
-            applier = TableApplier(family, table, names.is_service_chain)
-            if applier.apply([], []):
-                removed += [f"{'ip6tables' if family == 6 else 'iptables'} -t {table} {c}"
-                            for c in applier.last_rewritten]
+    removed = [line for family in (4, 6) for table in ("nat", "filter")
+               for line in TableApplier(family, table, names.is_service_chain).cleanup()]
     removed += [f"ipset {n}" for n in IPSetApplier(names.is_service_set).cleanup_stale(())]
     if os.path.exists(IPVS_PROC):
         ownership = IPVSOwnership.from_config(config, local_addresses())

@@ -13,9 +13,8 @@ from typing import Iterable, Mapping
 from proxyd.kernel import names
 from proxyd.kernel.ipset import IPSetApplier
 from proxyd.kernel.iptables import TableApplier
-from proxyd.kernel.state import Chain, Hook, IPSet, save_quote
+from proxyd.kernel.state import SET_FAMILY, Chain, Hook, IPSet, save_quote
 
-_SET_FAMILY = {4: "inet", 6: "inet6"}
 
 
 def set_name(base: str, family: int) -> str:
@@ -26,9 +25,9 @@ def build_egress(family: int, pod_cidrs: Iterable[str],
                  node_addresses: Iterable[str]) -> tuple[list[IPSet], Chain, Hook]:
     pods = set_name(names.POD_SUBNETS_SET, family)
     nodes = set_name(names.NODE_IPS_SET, family)
-    sets = [IPSet(pods, "hash:net", _SET_FAMILY[family],
+    sets = [IPSet(pods, "hash:net", SET_FAMILY[family],
                   frozenset(c for c in pod_cidrs if (":" in c) == (family == 6))),
-            IPSet(nodes, "hash:ip", _SET_FAMILY[family],
+            IPSet(nodes, "hash:ip", SET_FAMILY[family],
                   frozenset(a for a in node_addresses if (":" in a) == (family == 6)))]
     rule = (f"-m set --match-set {pods} src -m set ! --match-set {pods} dst "
             f"-m set ! --match-set {nodes} dst -m comment --comment "
@@ -62,9 +61,5 @@ class PodEgress:
 
 
 def cleanup(applier: PodEgress) -> list[str]:
-    removed = []
-    for family, table in sorted(applier.tables.items()):
-        if table.apply([], []):
-            removed += [f"{'ip6tables' if family == 6 else 'iptables'} -t nat {c}"
-                        for c in table.last_rewritten]
+    removed = [line for _, table in sorted(applier.tables.items()) for line in table.cleanup()]
     return removed + [f"ipset {name}" for name in applier.ipsets.cleanup_stale(())]

@@ -121,7 +121,8 @@ def test_the_daemons_guard_alone_closes_the_hole_and_lives_beside_the_plugins(no
         assert raw_prerouting(host_ns) == settled
 
         # kube-router --cleanup-config removes the daemon's guard only: the plugin's holds.
-        assert host_ns.call(cleanup_localnet_guard) == ["raw chain KUBE-ROUTER-LOCALNET"]
+        assert host_ns.call(cleanup_localnet_guard) == ["iptables -t raw KUBE-ROUTER-LOCALNET",
+                                                        "iptables -t raw PREROUTING"]
         assert raw_prerouting(host_ns) == [f"-A PREROUTING -j {GUARD}"]
         assert not pod_reaches(pod, 50051)
         run_plugin(host_ns, "DEL", "ctre", conf)

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from cni import netlink
-from lowlevel import netns
+from lowlevel import netns, sysctl
 
 
 def nl_in(ns) -> netlink.Netlink:
@@ -129,8 +129,8 @@ def test_netns_enter_sysctl_and_bad_paths(netns_factory, tmp_path):
     try:
         with netns.entered(fd):
             assert os.readlink("/proc/thread-self/ns/net") != before
-            netns.sysctl_write("net.ipv4.ip_forward", 1)
-            assert netns.sysctl_read("net/ipv4/ip_forward") == "1"
+            sysctl.write("net.ipv4.ip_forward", 1)
+            assert sysctl.read("net/ipv4/ip_forward") == "1"
     finally:
         os.close(fd)
     assert os.readlink("/proc/thread-self/ns/net") == before
