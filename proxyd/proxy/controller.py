@@ -87,9 +87,9 @@ class ServiceProxyController:
     def __init__(self, config: Config, node_name: str, *, ipvs: IPVSApplier | None = None,
                  vips: VIPApplier | None = None, ipsets: IPSetApplier | None = None,
                  tables: dict | None = None, sysctl=ensure_sysctl, addresses=local_addresses,
-                 ipvs_check=ipvs_missing):
+                 ipvs_check=ipvs_missing, load_ipvs=ensure_ipvs_module):
         self.node_name = node_name
-        self._ipvs_check = ipvs_check
+        self._ipvs_check, self._load_ipvs = ipvs_check, load_ipvs
         self.families = config.families()
         self.flags = ProxyFlags(self.families, tuple(config.service_cluster_ip_range),
                                 config.nodeport_bindon_all_ip, config.masquerade_all,
@@ -146,7 +146,7 @@ class ServiceProxyController:
             model.ports = [self._checked_external(sp, model.problems) for sp in model.ports]
         self.problems.report(model.problems)
         desired = build_proxy(model.ports, view, self.flags)
-        ensure_ipvs_module()
+        self._load_ipvs()
         for key, value in SYSCTLS.items():
             self._sysctl(key, value)
         self._ensure_timeouts(*self.timeouts)

@@ -51,7 +51,8 @@ def controller(*flags):
     ctl = ServiceProxyController(
         config, "node-a", ipvs=rec.part("ipvs"), vips=rec.part("vips"), ipsets=rec.part("ipsets"),
         tables={(4, t): rec.part(f"iptables-{t}") for t in ("nat", "filter")},
-        sysctl=lambda *a: rec.calls.append(("sysctl", a)), addresses=lambda: ["172.30.0.10"])
+        sysctl=lambda *a: rec.calls.append(("sysctl", a)), addresses=lambda: ["172.30.0.10"],
+        load_ipvs=lambda: rec.calls.append(("modprobe ip_vs", ())))
     return ctl, rec
 
 
@@ -61,11 +62,10 @@ class Ctx:
                        "nodes": store(*nodes)}
 
 
-def test_sync_order_vips_and_sets_before_ipvs_before_rules_then_stale_sets(monkeypatch):
-    monkeypatch.setattr("proxyd.proxy.controller.ensure_ipvs_module", lambda: None)
+def test_sync_order_vips_and_sets_before_ipvs_before_rules_then_stale_sets():
     ctl, rec = controller()
     ctl.sync(Ctx([service("web")], [eps("web", [("10.244.0.2", "node-a", READY)])], [node()]))
-    order = [name for name, _ in rec.calls if name != "sysctl"]
+    order = [name for name, _ in rec.calls if name not in ("sysctl", "modprobe ip_vs")]
     assert order == ["vips", "ipsets", "ipvs", "iptables-nat", "iptables-filter", "ipsets-cleanup"]
     assert dict(rec.calls)["vips"] == ["10.96.0.10"]
     (vs,) = dict(rec.calls)["ipvs"]
@@ -87,8 +87,7 @@ def test_ownership_follows_the_flags_ranges_node_ports_and_exclusions():
     assert not IPVSOwnership.from_config(config).owns("TCP", "172.30.0.10", 30080)
 
 
-def test_external_ip_outside_the_range_is_not_served_and_named(monkeypatch):
-    monkeypatch.setattr("proxyd.proxy.controller.ensure_ipvs_module", lambda: None)
+def test_external_ip_outside_the_range_is_not_served_and_named():
     ctl, rec = controller("--service-external-ip-range=192.0.2.0/24")
     svc = service("web", externalIPs=["192.0.2.10", "203.0.113.5"])
     ctl.sync(Ctx([svc], [], [node()]))
@@ -98,8 +97,7 @@ def test_external_ip_outside_the_range_is_not_served_and_named(monkeypatch):
                              "--service-external-ip-range (not served)"]
 
 
-def test_an_annotation_this_build_lacks_is_named_and_the_service_still_served(monkeypatch):
-    monkeypatch.setattr("proxyd.proxy.controller.ensure_ipvs_module", lambda: None)
+def test_an_annotation_this_build_lacks_is_named_and_the_service_still_served():
     ctl, rec = controller()
     svc = service("web", annotations={"kube-router.io/service.dsr": "tunnel"})
     ctl.sync(Ctx([svc], [eps("web", [("10.244.0.2", "node-a", READY)])], [node()]))
