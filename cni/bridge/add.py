@@ -5,6 +5,7 @@ Everything ADD does is on an undo stack, unwound when a later step fails.
 """
 from __future__ import annotations
 
+import errno
 import os
 
 from cni import ipam, netlink, skel
@@ -131,7 +132,15 @@ def ensure_gateway_addr(host: netlink.Netlink, br: netlink.Link, gw: str, conf: 
                 raise CniError(skel.INTERNAL,
                                f"{br.name!r} already has an IP address different from {gw}")
             host.addr_del(br.index, str(have), what=br.name)
-    host.addr_add(br.index, gw, nodad=not conf.enable_dad, what=br.name)
+    try:
+        host.addr_add(br.index, gw, nodad=not conf.enable_dad, what=br.name)
+    except OSError as exc:
+        # Pods of one node are ADDed in parallel: another ADD may have put the same
+        # gateway on the bridge between our listing and our add (the reference
+        # plugin ignores EEXIST too). Anything else there is still an error.
+        if exc.errno != errno.EEXIST or not any(
+                a.interface == want for a in host.addr_list(br.index, family)):
+            raise
     # Pin the bridge's MAC to the one it had before this pod's port joined: a bridge
     # with a kernel-chosen MAC takes the lowest port MAC, changing as pods come and go,
     # and drops to 00:00:00:00:00:00 (which cannot be set back) when its last port leaves.
