@@ -56,9 +56,9 @@ def build_guard_restore(saved, chain: str = PLUGIN_CHAIN) -> str:
     if saved.rules(chain) != list(guard_rules()) or not saved.has_chain(chain):
         lines.append(f":{chain} - [0:0]")
         lines += [f"-A {chain} {rule}" for rule in guard_rules()]
-    leading = []
+    jumps, leading = [guard_jump(c) for c in GUARD_CHAINS], []
     for rule in saved.rules("PREROUTING"):
-        if rule not in [guard_jump(c) for c in GUARD_CHAINS]:
+        if rule not in jumps:
             break
         leading.append(rule)
     if guard_jump(chain) not in leading or leading.count(guard_jump(chain)) > 1:

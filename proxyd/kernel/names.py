@@ -16,7 +16,7 @@ import base64
 import hashlib
 import ipaddress
 
-from lowlevel import limits
+from lowlevel import limits, localnet
 
 CHAIN_MAX = limits.CHAIN_NAME_MAX
 SET_MAX = limits.SET_NAME_MAX
@@ -146,7 +146,7 @@ def is_service_set(name: str) -> bool:
 
 
 # ---- the localnet guard (raw table): lowlevel/localnet.py has the rules and the plugin's copy
-from lowlevel.localnet import DAEMON_CHAIN as LOCALNET_GUARD_CHAIN  # noqa: E402  never change
+LOCALNET_GUARD_CHAIN = localnet.DAEMON_CHAIN     # never change: upgrades depend on it
 
 
 def is_localnet_chain(name: str) -> bool:

@@ -153,8 +153,9 @@ class RoutingController:
                    for p in self._speaker.paths(_FAMILY_NAMES[family]) if p.best and not p.local]
         established = {p.address: p.state == "established" for p in self._speaker.peers()}
         now = self._clock()
+        before = self.hold.held
         paths = self.hold.paths(learned, self._peers, established, now)
-        if self.hold.held:
+        if self.hold.held and self.hold.held != before:     # said once per change, not per sync
             log.info("BGP: keeping %d route(s) until their peers catch up: %s",
                      len(self.hold.held), ", ".join(f"{p.prefix} via {p.nexthop}"
                                                    for p in self.hold.held[:5]))

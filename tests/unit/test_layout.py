@@ -58,8 +58,6 @@ def top_level_imports(path: pathlib.Path, modules: set[str]) -> set[str]:
             for alias in node.names:
                 sub = f"{base}.{alias.name}"
                 found.add(sub if sub in modules else base)
-        elif isinstance(node, ast.If):       # TYPE_CHECKING and friends: not at run time
-            continue
     return {m for m in found if m.split(".")[0] in PACKAGES}
 
 
