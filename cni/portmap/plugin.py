@@ -55,9 +55,15 @@ def routed_interface(ip: ipnet.Address, route_table: str) -> str:
 
 
 def ensure_localnet_guard(host: Host) -> None:
-    """The raw-table guard route_localnet needs (lowlevel/localnet.py), put in place before it."""
-    ipt.transact(host.iptables(4), localnet.TABLE, localnet.build_guard_restore, host.lock,
-                 host.log)
+    """The raw-table guard route_localnet needs (lowlevel/localnet.py), put in place before it.
+
+    Almost always it is already there: that is seen without the lock, so a burst of
+    ADDs does not queue on the xtables lock for a read. Only a write takes the lock
+    (and reads again under it)."""
+    tables = host.iptables(4)
+    if not localnet.build_guard_restore(tables.save(localnet.TABLE)):
+        return
+    ipt.transact(tables, localnet.TABLE, localnet.build_guard_restore, host.lock, host.log)
 
 
 def ensure_route_localnet(host: Host, ip: ipnet.Address) -> None:
