@@ -3,11 +3,14 @@ health, metrics and a graceful stop.
 
 A controller is any object with ``name``, ``kinds`` (keys of ``k8s.client.KINDS``
 it reads), ``sync_period`` and ``min_sync_interval`` (seconds) and
-``sync(ctx: SyncContext)``; optionally ``bind_runner(request)`` (to ask for a sync
+``sync(ctx: SyncContext)``; optionally ``relevant(kind, old, new)`` (False: a change
+it does not read, which wakes nothing), ``bind_runner(request)`` (to ask for a sync
 on events of its own), ``stop()`` (to end child processes) and ``preflight()`` (why
-the kernel cannot run it, or None). Its sync computes the whole desired state from the
-stores and applies it; the tracker's changes tell it what moved since the
-last successful sync. Nothing syncs before every informer it reads has synced.
+the kernel cannot run it, or None). ``ctx.changes`` are the objects that moved since
+its last successful sync; with ``ctx.full`` (the first sync, the periodic resync,
+the retry after a failure) it rebuilds from the stores and reads the kernel, otherwise
+it may apply only what the changes touch. Nothing syncs before every informer it
+reads has synced.
 
 Stopping leaves the kernel as it is: a restarted daemon adopts its own state,
 and traffic keeps flowing meanwhile.
@@ -52,8 +55,9 @@ class SyncContext:
     object that was being processed.
     """
 
-    def __init__(self, stores: Mapping[str, cache.Store], changes: list[Change]):
-        self.stores, self.changes = stores, changes
+    def __init__(self, stores: Mapping[str, cache.Store], changes: list[Change],
+                 full: bool = True):
+        self.stores, self.changes, self.full = stores, changes, full
         self.current: Change | None = None
 
     def each_change(self) -> Iterator[Change]:
@@ -117,14 +121,20 @@ class Daemon:
     def _wire(self, controller: Controller) -> None:
         stores = {kind: self.informers[kind].store for kind in controller.kinds}
         runner = BoundedFrequencyRunner(
-            controller.name, lambda: self._sync(controller, stores, tracker, versions),
+            controller.name, lambda full: self._sync(controller, stores, tracker, versions, full),
             min_interval=controller.min_sync_interval, max_interval=controller.sync_period,
             retry_interval=min(RETRY_INTERVAL, controller.sync_period),
             observer=self.metrics.observe_sync)
         tracker = ChangeTracker(wake=runner.request)
         versions = {kind: self.informers[kind] for kind in controller.kinds}
+        # A controller's relevant(kind, old, new) drops changes it does not read: they wake nothing.
+        relevant = getattr(controller, "relevant", lambda kind, old, new: True)
+
+        def record(kind: str, old, new) -> None:
+            if relevant(kind, old, new):
+                tracker.record(kind, old, new)
         for kind in controller.kinds:
-            self.informers[kind].add_handler(lambda _kind, old, new, k=kind: tracker.record(k, old, new))
+            self.informers[kind].add_handler(lambda _kind, old, new, k=kind: record(k, old, new))
         self.runners[controller.name] = runner
         self.metrics.add_controller(controller.name)
         bind = getattr(controller, "bind_runner", None)
@@ -132,10 +142,10 @@ class Daemon:
             bind(runner.request)
 
     def _sync(self, controller: Controller, stores, tracker: ChangeTracker,
-              informers: Mapping[str, Informer]) -> None:
+              informers: Mapping[str, Informer], full: bool) -> None:
         # Read before the stores: the sync then covers at least these versions.
         seen = {kind: informer.resource_version for kind, informer in informers.items()}
-        ctx = SyncContext(stores, tracker.take())
+        ctx = SyncContext(stores, tracker.take(), full)
         try:
             controller.sync(ctx)
         except Exception as e:

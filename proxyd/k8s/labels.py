@@ -8,6 +8,15 @@ from __future__ import annotations
 
 from typing import Mapping
 
+OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
+
+
+def check_selector(selector: Mapping | None) -> None:
+    """Raise ValueError for an operator the API does not know, whatever labels it meets."""
+    for expr in (selector or {}).get("matchExpressions") or ():
+        if expr.get("operator") not in OPERATORS:
+            raise ValueError(f"unknown label selector operator {expr.get('operator')!r}")
+
 
 def selects(selector: Mapping | None, labels: Mapping[str, str]) -> bool:
     if selector is None:

@@ -39,7 +39,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 from lowlevel.xtables import RestoreError, run_command
 from proxyd.kernel.state import FAMILIES, KINDS, MAX_NAME_LEN, IPSet
@@ -149,13 +149,39 @@ class IPSetError(Exception):
         return cls(message, failed.line_no, failed.line, failed.stderr)
 
 
+def build_changes(changed: Iterable[IPSet], applied: Mapping[str, IPSet]) -> list[str]:
+    """Restore lines (for ``ipset restore -exist``) that turn the ``applied`` sets into the
+    ``changed`` ones: a new set is created filled, an existing one gets ``add``/``del``
+    lines for the entries that differ (a rule matching it never sees it half replaced:
+    each line is atomic), one of another kind or family is destroyed and recreated."""
+    lines: list[str] = []
+    for s in sorted(changed, key=lambda s: s.name):
+        have = applied.get(s.name)
+        if have is None:
+            lines += _fill(s, s.name)
+        elif (have.kind, have.family) != (s.kind, s.family):
+            lines += [f"destroy {s.name}", *_fill(s, s.name)]
+        elif have.entries != s.entries:
+            lines += [f"del {s.name} {entry}" for entry in sorted(have.entries - s.entries)]
+            lines += [f"add {s.name} {entry}" for entry in sorted(s.entries - have.entries)]
+    return lines
+
+
 class IPSetApplier:
-    """Keeps the owned ipsets of the calling thread's network namespace as desired."""
+    """Keeps the owned ipsets of the calling thread's network namespace as desired.
+
+    ``sync_sets`` reads every set and repairs them (the start, the periodic resync,
+    the retry after an error); ``apply_changes`` trusts what the last write left and
+    writes only the entries that differ, without reading.
+    """
 
     def __init__(self, owned: Callable[[str], bool], run=run_command):
         self._owned = owned
         self._run = run
         self._lock = threading.Lock()
+        # Our sets as the kernel holds them after the last write; None until a reading
+        # sync, and again after any failure.
+        self._applied: dict[str, IPSet] | None = None
 
     def sync_sets(self, desired: Iterable[IPSet]) -> int:
         """Create missing sets, rewrite sets whose entries differ; one `ipset restore`.
@@ -164,36 +190,78 @@ class IPSetApplier:
         desired = list(desired)
         self._check_desired(desired)
         with self._lock:
+            self._applied = None
             saved = parse_save(self._ipset(["save"]), self._owned)
             lines = build_restore(desired, saved)
             if lines:
                 self._restore(lines, saved, desired)
+            self._applied = {s.name: s for s in desired}
         return len(lines)
+
+    @property
+    def has_applied(self) -> bool:
+        return self._applied is not None
+
+    def apply_changes(self, changed: Iterable[IPSet]) -> int:
+        """Create or update only the ``changed`` sets, in one ``ipset restore -exist``
+        (an entry already there or already gone is no error), without reading. Returns
+        the lines written. Needs a successful ``sync_sets`` first; a failure forgets
+        what was applied, so the next write must be a reading ``sync_sets``."""
+        changed = list(changed)
+        self._check_desired(changed)
+        with self._lock:
+            if self._applied is None:
+                raise RuntimeError("ipset: nothing applied yet to change; sync_sets() first")
+            lines = build_changes(changed, self._applied)
+            if not lines:
+                return 0
+            applied, self._applied = self._applied, None
+            text = "\n".join(lines) + "\n"
+            proc = self._run(["ipset", "restore", "-exist"], text)
+            if proc.returncode != 0:
+                raise IPSetError.from_restore(text, proc.stderr or proc.stdout)
+            applied.update((s.name, s) for s in changed)
+            self._applied = applied
+        return len(lines)
+
+    def destroy(self, names: Iterable[str]) -> list[str]:
+        """Destroy these owned sets (call AFTER iptables stopped referencing them),
+        without listing the kernel's; one still in use is logged and left for the
+        next resync. Returns the names destroyed."""
+        names = sorted(n for n in set(names) if self._owned(n))
+        with self._lock:
+            destroyed = self._destroy(names)
+            if self._applied is not None:
+                for name in names:
+                    self._applied.pop(name, None)
+        return destroyed
 
     def cleanup_stale(self, desired_names: Iterable[str]) -> list[str]:
         """Destroy owned sets not in ``desired_names`` (call AFTER iptables stopped
         referencing them). A set the kernel refuses to destroy because it is still
         in use is logged and left for the next sync; returns the names destroyed."""
         keep = set(desired_names)
-        refused: set[str] = set()
-        destroyed: list[str] = []
         with self._lock:
-            stale = self._stale(keep)
-            while stale:
-                text = "".join(f"destroy {name}\n" for name in stale)
-                proc = self._run(["ipset", "restore"], text)
-                if proc.returncode == 0:
-                    destroyed += stale
-                    break
-                error = IPSetError.from_restore(text, proc.stderr or proc.stdout)
-                if IN_USE not in error.stderr or not 0 < error.line_no <= len(stale):
-                    raise error
-                busy = stale[error.line_no - 1]
-                log.warning("ipset %s is still referenced; destroying it next sync", busy)
-                refused.add(busy)
-                # The lines before the refused one were applied, the rest were not.
-                destroyed += stale[:error.line_no - 1]
-                stale = [name for name in self._stale(keep) if name not in refused]
+            return self._destroy(self._stale(keep))
+
+    def _destroy(self, names: list[str]) -> list[str]:
+        """One restore of destroy lines; a set the kernel refuses (in use) is skipped and
+        the ones after it are tried again. Returns the names destroyed, sorted."""
+        destroyed: list[str] = []
+        while names:
+            text = "".join(f"destroy {name}\n" for name in names)
+            proc = self._run(["ipset", "restore"], text)
+            if proc.returncode == 0:
+                destroyed += names
+                break
+            error = IPSetError.from_restore(text, proc.stderr or proc.stdout)
+            if IN_USE not in error.stderr or not 0 < error.line_no <= len(names):
+                raise error
+            log.warning("ipset %s is still referenced; destroying it next sync",
+                        names[error.line_no - 1])
+            # The lines before the refused one were applied, the rest were not.
+            destroyed += names[:error.line_no - 1]
+            names = names[error.line_no:]
         return sorted(destroyed)
 
     def _check_desired(self, desired: list[IPSet]) -> None:

@@ -100,7 +100,7 @@ Restore quirks this module is built around (measured, nf_tables backend):
 from __future__ import annotations
 
 import logging
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping, Sequence
 
 from lowlevel import limits
 from lowlevel.xtables import FileLock, Iptables, SavedTable, rule_target, run_command, transact
@@ -218,8 +218,49 @@ def build_restore(table: str, saved: SavedTable, desired: dict[str, tuple[str, .
     return "\n".join(lines) + "\n", changed
 
 
+def build_changes(table: str, applied: Mapping[str, tuple[str, ...]],
+                  changed: Mapping[str, Sequence[str] | None], owned) -> tuple[str, list[str]]:
+    """Restore text that rewrites only the ``changed`` chains (rules; None: delete it)
+    against ``applied``, what the table is known to hold; "" when nothing differs.
+    Also returns the sorted names of the chains it changes."""
+    builtins = BUILTIN_CHAINS[table]
+    rewrite, delete = [], []
+    for name in sorted(changed):
+        rules = changed[name]
+        if name in builtins or not owned(name):
+            raise ValueError(f"chain {name!r} is not ours: only owned chains are changed")
+        if rules is None:
+            if name in applied:
+                delete.append(name)
+            continue
+        validate_chain_name(name)
+        _check_rules(name, rules)
+        if applied.get(name) != tuple(rules):
+            rewrite.append(name)
+
+    def exists_after(target: str) -> bool:
+        return changed[target] is not None if target in changed else target in applied
+    for name in rewrite:
+        for rule in changed[name]:
+            target = rule_target(rule)
+            if target and target not in builtins and owned(target) and not exists_after(target):
+                raise ValueError(f"{name}: {rule!r} jumps to {target}, which is not a chain")
+    if not (rewrite or delete):
+        return "", []
+    lines = [f"*{table}", *(f":{name} - [0:0]" for name in sorted(rewrite + delete))]
+    lines += [f"-A {name} {rule}" for name in rewrite for rule in changed[name]]
+    lines += [f"-X {name}" for name in delete]
+    lines.append("COMMIT")
+    return "\n".join(lines) + "\n", sorted(rewrite + delete)
+
+
 class TableApplier:
-    """Keeps our chains and hooks in one table of one family as desired."""
+    """Keeps our chains and hooks in one table of one family as desired.
+
+    ``apply`` reads the table and repairs all of our part of it (the start, the
+    periodic resync, the retry after an error); ``apply_changes`` trusts what the
+    last one left and writes only the chains a change touched, without reading.
+    """
 
     def __init__(self, family: int, table: str, owned: Callable[[str], bool], *, run=run_command,
                  lock=None, log=logging.getLogger(__name__),
@@ -239,6 +280,9 @@ class TableApplier:
         # and jumps edited), sorted; empty once a sync converged.
         self.last_rewritten: list[str] = []
         self.last_saved = SavedTable(table)
+        # Our chains as the kernel holds them after the last successful write; None
+        # until a reading apply, and again after any failure.
+        self._applied: dict[str, tuple[str, ...]] | None = None
 
     def apply(self, chains: Iterable[Chain], hooks: Iterable[Hook]) -> int:
         """Make our part of the table match; returns restore lines written (0 = nothing executed but
@@ -253,11 +297,43 @@ class TableApplier:
             self.last_saved, written = saved, text.count("\n")
             return text
 
+        self._applied = None
         transact(self._tables, self.table, build, self._lock, self._retrying)
+        self._applied = desired
         if written:
             self._log.debug("%s: %d restore lines, changed %s", self.label, written,
                             " ".join(self.last_rewritten))
         return written
+
+    @property
+    def has_applied(self) -> bool:
+        """Whether ``apply_changes`` can be used (a reading apply succeeded since the
+        last failure)."""
+        return self._applied is not None
+
+    def apply_changes(self, changed: Mapping[str, Sequence[str] | None]) -> int:
+        """Rewrite only the ``changed`` chains (rules, or None to delete one) in one
+        restore, without reading the table; hooks are left as they are. Returns the
+        restore lines written. Needs a successful ``apply`` first; a failure forgets
+        what was applied, so the next write must be a reading ``apply``."""
+        if self._applied is None:
+            raise RuntimeError(f"{self.label}: nothing applied yet to change; apply() first")
+        text, touched = build_changes(self.table, self._applied, changed, self.owned)
+        if not text:
+            return 0
+        applied, self._applied = self._applied, None
+        with self._lock:
+            self._tables.restore(text)
+        for name in touched:
+            rules = changed[name]
+            if rules is None:
+                applied.pop(name, None)
+            else:
+                applied[name] = tuple(rules)
+        self._applied, self.last_rewritten = applied, touched
+        self._log.debug("%s: %d restore lines, changed %s", self.label, text.count("\n"),
+                        " ".join(touched))
+        return text.count("\n")
 
     def cleanup(self) -> list[str]:
         """Remove every chain and hook of ours from the table (--cleanup-config); one

@@ -13,10 +13,11 @@ caller's ``owned()``, stay with its applier:
 """
 from __future__ import annotations
 
+import copy
 import ipaddress
 import socket
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 
 # ---- iptables ---------------------------------------------------------------------------
 
@@ -149,6 +150,14 @@ class IPSet:
             except ValueError as exc:
                 raise ValueError(f"ipset {self.name} ({self.kind} {self.family}): {exc}") from None
         object.__setattr__(self, "entries", frozenset(out))
+
+    def changed(self, added: Iterable[str] = (), removed: Iterable[str] = ()) -> IPSet:
+        """This set with ``added`` entries (checked, as at creation) and without
+        ``removed`` ones (in stored form); the entries kept are not checked again."""
+        fresh = IPSet(self.name, self.kind, self.family, frozenset(added)).entries
+        out = copy.copy(self)
+        object.__setattr__(out, "entries", (self.entries - frozenset(removed)) | fresh)
+        return out
 
     def sorted_entries(self) -> list[str]:
         canonical, version = KINDS[self.kind], FAMILIES[self.family]

@@ -62,13 +62,11 @@ def build_firewall(fw: NodeFirewall, families: Iterable[int], ranges: NodeRanges
     desired = DesiredFirewall()
     for family in sorted(families):
         out = desired.families[family] = FamilyFirewall()
-        out.hooks = [Hook(builtin, f"-m comment --comment {save_quote(names.NETPOL_HOOK_COMMENT)} "
-                              f"-j {chain}")
-                     for builtin, chain in names.NETPOL_TOP_CHAINS.items()]
+        out.hooks = hooks()
         sets: dict[str, IPSet] = {}
-        out.chains = (_top_chains(fw, family, ranges) + _pod_chains(fw, family)
+        out.chains = (top_chains(fw, family, ranges) + _pod_chains(fw, family)
                       + [c for p in fw.policies if p.targets       # none here: nothing to build
-                         for c in _policy_chains(p, family, sets)])
+                         for c in policy_chains(p, family, sets)])
         desired.sets += sorted(sets.values(), key=lambda s: s.name)
     return desired
 
@@ -92,7 +90,15 @@ def _pod_jumps(fw: NodeFirewall, family: int, directions=("egress", "ingress")) 
     return rules
 
 
-def _top_chains(fw: NodeFirewall, family: int, ranges: NodeRanges) -> list[Chain]:
+def hooks() -> list[Hook]:
+    return [Hook(builtin, f"-m comment --comment {save_quote(names.NETPOL_HOOK_COMMENT)} "
+                          f"-j {chain}")
+            for builtin, chain in names.NETPOL_TOP_CHAINS.items()]
+
+
+def top_chains(fw: NodeFirewall, family: int, ranges: NodeRanges) -> list[Chain]:
+    """``fw``: anything with the node's ``local_pods`` (sorted by key) and
+    ``policies_for(pod, direction)``."""
     established = "-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN"
     to_services = [f"-d {net} {_comment('to the service cluster IP range')}-j RETURN"
                    for net in ranges.service_cidrs if net.version == family]
@@ -110,44 +116,54 @@ def _top_chains(fw: NodeFirewall, family: int, ranges: NodeRanges) -> list[Chain
 
 
 def _pod_chains(fw: NodeFirewall, family: int) -> list[Chain]:
-    chains = []
-    for direction in ("ingress", "egress"):
-        for pod in _isolated(fw, direction):
-            rules = ["-m conntrack --ctstate INVALID -j DROP"]
-            if direction == "ingress":
-                rules.append("-m addrtype --src-type LOCAL -j RETURN")
-            rules += [f"{_comment(f'policy {p.key}')}"
-                      f"-j {names.policy_chain(p.namespace, p.name, direction)}"
-                      for p in fw.policies_for(pod, direction)]
-            rules += [f"{_NOT_ALLOWED} -m limit --limit 10/min --limit-burst 10 "
-                      f"-j NFLOG --nflog-group {names.NFLOG_GROUP}",
-                      f"{_NOT_ALLOWED} -j REJECT --reject-with {_REJECT[family]}",
-                      f"-j MARK --set-xmark {names.NETPOL_CLEAR_MARK}"]
-            chains.append(Chain(names.pod_chain(pod.namespace, pod.name, direction), tuple(rules)))
-    return chains
+    return [pod_chain(pod, direction, fw.policies_for(pod, direction), family)
+            for direction in ("ingress", "egress") for pod in _isolated(fw, direction)]
+
+
+def pod_chain(pod: Pod, direction: str, policies: Iterable[Policy], family: int) -> Chain:
+    """One isolated local pod's verdict in one direction: the policies isolating it, in order."""
+    rules = ["-m conntrack --ctstate INVALID -j DROP"]
+    if direction == "ingress":
+        rules.append("-m addrtype --src-type LOCAL -j RETURN")
+    rules += [f"{_comment(f'policy {p.key}')}"
+              f"-j {names.policy_chain(p.namespace, p.name, direction)}" for p in policies]
+    rules += [f"{_NOT_ALLOWED} -m limit --limit 10/min --limit-burst 10 "
+              f"-j NFLOG --nflog-group {names.NFLOG_GROUP}",
+              f"{_NOT_ALLOWED} -j REJECT --reject-with {_REJECT[family]}",
+              f"-j MARK --set-xmark {names.NETPOL_CLEAR_MARK}"]
+    return Chain(names.pod_chain(pod.namespace, pod.name, direction), tuple(rules))
 
 
 # ---- per-policy chains and their sets -----------------------------------------
 
-def _policy_chains(policy: Policy, family: int, sets: dict[str, IPSet]) -> list[Chain]:
+def policy_chains(policy: Policy, family: int, sets: dict[str, IPSet],
+                  peer_sets: bool = True) -> list[Chain]:
+    """The policy's chain per direction; its sets go into ``sets`` (without the rules'
+    peer sets when ``peer_sets`` is False: a caller that keeps those itself)."""
     chains = []
     for direction, rules in policy.rules.items():
         lines = []
         for rule in rules:
-            lines += _rule_lines(policy, direction, rule, family, sets)
+            lines += _rule_lines(policy, direction, rule, family, sets, peer_sets)
         chains.append(Chain(names.policy_chain(policy.namespace, policy.name, direction),
                             tuple(lines)))
     return chains
 
 
+def peer_set(namespace: str, name: str, direction: str, index: int, family: int) -> str:
+    """The set of one rule's peers (hash:net: pod addresses and ipBlocks)."""
+    prefix = names.SOURCE_SET_PREFIX if direction == "ingress" else names.DEST_SET_PREFIX
+    return names.policy_set(family, prefix, namespace, name, direction, str(index))
+
+
 def _rule_lines(policy: Policy, direction: str, rule: Rule, family: int,
-                sets: dict[str, IPSet]) -> list[str]:
+                sets: dict[str, IPSet], peer_sets: bool = True) -> list[str]:
     ident = (policy.namespace, policy.name, direction, str(rule.index))
     peer_match = ""
     if rule.peers is not None:
-        prefix = names.SOURCE_SET_PREFIX if direction == "ingress" else names.DEST_SET_PREFIX
-        name = names.policy_set(family, prefix, *ident)
-        _add_set(sets, name, "hash:net", family, _nets(rule.peers, family))
+        name = peer_set(policy.namespace, policy.name, direction, rule.index, family)
+        if peer_sets:
+            _add_set(sets, name, "hash:net", family, peer_entries(rule.peers, family))
         peer_match = f"-m set --match-set {name} {'src' if direction == 'ingress' else 'dst'} "
     if not rule.ports:
         return [f"{peer_match}{_MARK}"]
@@ -197,7 +213,7 @@ def _ips(pod: Pod, family: int) -> list[str]:
     return [ip for ip in pod.ips if (":" in ip) == (family == 6)]
 
 
-def _nets(entries: tuple[str, ...], family: int) -> list[str]:
+def peer_entries(entries: Iterable[str], family: int) -> list[str]:
     out = []
     for entry in entries:
         if (":" in entry) != (family == 6):

@@ -1,9 +1,15 @@
 """The network policy firewall controller (``--run-firewall``).
 
-Each sync rebuilds the node's whole desired firewall from the caches (pure:
-model.py, build.py) and hands it to the kernel appliers, which change only
-what differs: sets first (new and changed, swapped in atomically), then one
-iptables-restore per family, then stale sets nobody references any more.
+The node's desired firewall lives in a ``FirewallState`` (state.py), kept
+current change by change. A full sync (the first, every --iptables-sync-period,
+and the retry after any failure) loads it from the caches and hands the whole
+of it to the appliers, which read the kernel and repair whatever differs. Every
+other sync feeds the tracker's changes to the state and writes only what they
+touched, without reading the kernel: set entries first (``ipset restore``
+add/del lines), then the changed chains (one ``iptables-restore --noflush`` per
+family), then the sets nobody references any more. A packet never meets a
+rule whose sets are not yet filled, and a pod chain is dropped only after no
+jump leads to it.
 """
 from __future__ import annotations
 
@@ -19,8 +25,9 @@ from proxyd.runner import MIN_SYNC_INTERVAL
 from proxyd.kernel import names
 from proxyd.kernel.ipset import IPSetApplier
 from proxyd.kernel.iptables import TableApplier
-from proxyd.netpol.build import NodeRanges, build_firewall
-from proxyd.netpol.model import build_node_firewall
+from proxyd.netpol.build import NodeRanges
+from proxyd.netpol.model import namespace_labels, pod_from
+from proxyd.netpol.state import Delta, FirewallState
 
 log = logging.getLogger(__name__)
 
@@ -49,18 +56,56 @@ class NetworkPolicyController:
                                  for f in self.families}
         self._bridge_nf = ensure_bridge_netfilter or ensure_bridge_netfilter_calls
         self.problems = ProblemLog(log, "network policy skipped (every other policy still applies)")
+        self.state: FirewallState | None = None
+        self.last_delta = Delta()
+
+    @staticmethod
+    def relevant(kind: str, old: dict | None, new: dict | None) -> bool:
+        """Whether a change moves anything the firewall reads (a pod's status heartbeat,
+        an annotation, a restart count: no)."""
+        if old is None or new is None:
+            return True
+        if kind == "pods":
+            a, b = pod_from(old), pod_from(new)
+            return (a is None) != (b is None) or (a is not None and (
+                a.labels, a.node, a.ips, a.named_ports) != (b.labels, b.node, b.ips, b.named_ports))
+        if kind == "namespaces":
+            return namespace_labels([old]) != namespace_labels([new])
+        return (old.get("spec"), old.get("metadata", {}).get("name")) != (
+            new.get("spec"), new.get("metadata", {}).get("name"))
 
     def sync(self, ctx) -> None:
-        stores = ctx.stores
-        model = build_node_firewall(self.node_name, stores["pods"].list(),
-                                    stores["namespaces"].list(), stores["networkpolicies"].list())
-        self.problems.report(model.problems)
-        desired = build_firewall(model, self.families, self.ranges)
+        state, self.state = self.state, None        # until this sync succeeds
+        if ctx.full or state is None or not self._appliers_ready():
+            self._full_sync(ctx.stores)
+            return
+        delta = state.update(ctx.changes)
+        self.problems.report(state.problem_list())
+        if delta:
+            self.ipsets.apply_changes([s for s in delta.sets.values() if s is not None])
+            for family, chains in delta.chains.items():
+                if chains:
+                    self.tables[family].apply_changes(chains)
+            self.ipsets.destroy([name for name, s in delta.sets.items() if s is None])
+        self.last_delta, self.state = delta, state
+
+    def _appliers_ready(self) -> bool:
+        return self.ipsets.has_applied and all(t.has_applied for t in self.tables.values())
+
+    def _full_sync(self, stores) -> None:
+        """Everything from the caches; the appliers read the kernel and repair it."""
+        state = FirewallState(self.node_name, self.families, self.ranges)
+        state.load(stores["pods"].list(), stores["namespaces"].list(),
+                   stores["networkpolicies"].list())
+        self.problems.report(state.problem_list())
+        desired = state.desired()
+        state.take_delta()
         self._bridge_nf(self.families)
         self.ipsets.sync_sets(desired.sets)
         for family, wanted in desired.families.items():
             self.tables[family].apply(wanted.chains, wanted.hooks)
         self.ipsets.cleanup_stale(desired.set_names())
+        self.last_delta, self.state = Delta(), state
 
 
 def ensure_bridge_netfilter_calls(families: tuple[int, ...]) -> None:

@@ -18,11 +18,11 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
-from proxyd.k8s.labels import selects
+from proxyd.k8s.labels import check_selector, selects
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 DIRECTIONS = ("ingress", "egress")
-_PEERS_KEY = {"ingress": "from", "egress": "to"}
+PEERS_KEY = {"ingress": "from", "egress": "to"}
 _FINISHED = ("Succeeded", "Failed")
 NAME_LABEL = "kubernetes.io/metadata.name"
 
@@ -158,6 +158,7 @@ def _policy(obj: Mapping, local_pods: list[Pod], all_pods: list[Pod],
     meta, spec = obj["metadata"], obj.get("spec") or {}
     namespace = meta["namespace"]
     selector = spec.get("podSelector")
+    check_selector(selector)
     targets = tuple(p for p in local_pods if p.namespace == namespace
                     and selects(selector if selector is not None else {}, p.labels))
     rules = {}
@@ -173,8 +174,8 @@ def _policy(obj: Mapping, local_pods: list[Pod], all_pods: list[Pod],
 
 def _rule(index: int, raw: Mapping, direction: str, namespace: str, all_pods: list[Pod],
           ns_labels: Mapping[str, Mapping[str, str]]) -> Rule:
-    ports = tuple(_port(p) for p in raw.get("ports") or ())
-    peers_raw = raw.get(_PEERS_KEY[direction]) or ()
+    ports = tuple(port_match(p) for p in raw.get("ports") or ())
+    peers_raw = raw.get(PEERS_KEY[direction]) or ()
     if not peers_raw:
         # An egress named port to "anyone" still resolves on the receiving pods: all of them.
         named = direction == "egress" and any(isinstance(p.port, str) for p in ports)
@@ -199,6 +200,8 @@ def _peer_pods(peer: Mapping, namespace: str, all_pods: list[Pod],
     pod_sel, ns_sel = peer.get("podSelector"), peer.get("namespaceSelector")
     if pod_sel is None and ns_sel is None:
         raise ValueError("a peer needs podSelector, namespaceSelector or ipBlock")
+    check_selector(pod_sel)
+    check_selector(ns_sel)
     if ns_sel is None:
         in_scope = [p for p in all_pods if p.namespace == namespace]
     else:
@@ -233,7 +236,7 @@ def collapse(nets: Iterable[Network]) -> list[Network]:
     return out
 
 
-def _port(raw: Mapping) -> PortMatch:
+def port_match(raw: Mapping) -> PortMatch:
     protocol = (raw.get("protocol") or "TCP").upper()
     if protocol not in ("TCP", "UDP", "SCTP"):
         raise ValueError(f"unknown protocol {protocol!r}")

@@ -20,17 +20,17 @@ class Sync:
         self.calls = []
         self.fail = 0
 
-    def __call__(self):
-        self.calls.append(1)
+    def __call__(self, full):
+        self.calls.append(full)
         if self.fail:
             self.fail -= 1
             raise RuntimeError("boom")
 
 
-def make(min_interval=2.0, max_interval=60.0, retry=1.0, **kw):
+def make(min_interval=2.0, max_interval=60.0, retry=1.0, burst=1, **kw):
     clock, sync, seen = Clock(), Sync(), []
     runner = BoundedFrequencyRunner("test", sync, min_interval=min_interval, max_interval=max_interval,
-                                    retry_interval=retry, clock=clock, wall_clock=clock,
+                                    retry_interval=retry, burst=burst, clock=clock, wall_clock=clock,
                                     rng=lambda: 0.0, observer=lambda *a: seen.append(a), **kw)
     return runner, clock, sync, seen
 
@@ -59,6 +59,43 @@ def test_min_interval_holds_back_a_request():
     clock.now += 0.5
     runner.run_due()
     assert len(sync.calls) == 2
+
+
+def test_a_burst_runs_at_once_then_min_interval_holds():
+    runner, clock, sync, _ = make(min_interval=2.0, burst=2)
+    runner.request()
+    runner.run_due()
+    clock.now += 0.1
+    runner.request()
+    assert runner.run_due() > 0 and len(sync.calls) == 2       # the second change: at once
+    clock.now += 0.1
+    runner.request()
+    assert runner.run_due() == pytest.approx(1.8) and len(sync.calls) == 2
+    clock.now += 1.8
+    runner.run_due()
+    assert len(sync.calls) == 3
+
+
+def test_full_sync_first_after_the_period_and_after_a_failure():
+    runner, clock, sync, _ = make(min_interval=0.0, max_interval=60.0, retry=1.0)
+    runner.request()
+    runner.run_due()                      # the first: full
+    clock.now += 10
+    runner.request()
+    runner.run_due()                      # a change: incremental
+    sync.fail = 1
+    clock.now += 10
+    runner.request()
+    runner.run_due()                      # a change that fails ...
+    clock.now += 1
+    runner.run_due()                      # ... is retried as a full sync
+    clock.now += 30
+    runner.request()
+    runner.run_due()                      # 30 s after the last full one: incremental
+    clock.now += 30
+    runner.request()
+    runner.run_due()                      # 60 s after it: full, although a change asked
+    assert sync.calls == [True, False, False, True, False, True]
 
 
 def test_max_interval_runs_without_requests():
@@ -110,7 +147,7 @@ def test_backoff_caps_and_jitters():
 
 def test_thread_wakes_on_request_and_stops():
     ran = threading.Event()
-    runner = BoundedFrequencyRunner("t", ran.set, min_interval=0, max_interval=3600, retry_interval=1)
+    runner = BoundedFrequencyRunner("t", lambda full: ran.set(), min_interval=0, max_interval=3600, retry_interval=1)
     runner.start()
     assert not ran.wait(0.1)
     runner.request()
@@ -121,4 +158,7 @@ def test_thread_wakes_on_request_and_stops():
 
 def test_bad_intervals_rejected():
     with pytest.raises(ValueError):
-        BoundedFrequencyRunner("x", lambda: None, min_interval=10, max_interval=5, retry_interval=1)
+        BoundedFrequencyRunner("x", lambda full: None, min_interval=10, max_interval=5, retry_interval=1)
+    with pytest.raises(ValueError):
+        BoundedFrequencyRunner("x", lambda full: None, min_interval=1, max_interval=5,
+                               retry_interval=1, burst=0)

@@ -10,122 +10,13 @@ import pytest
 from proxyd.kernel.ipset import (IPSetApplier, IPSetError, build_restore, parse_save, sizing,
                                  temp_name)
 from proxyd.kernel.state import IPSet
+from tests.helpers.ipset import FakeIpset, Result
 
 OURS = "KUBE-"
 
 
 def owned(name: str) -> bool:
     return name.startswith((OURS, "inet6:" + OURS))
-
-
-class Result:
-    def __init__(self, returncode=0, stdout="", stderr=""):
-        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
-
-
-class Refused(Exception):
-    pass
-
-
-class FakeIpset:
-    """The kernel's ipsets as `ipset` shows them: save / list -n / restore.
-
-    restore applies line by line and stops at the first refused line, leaving
-    the lines before it applied, with ipset's "Error in line N:" message.
-    ``refs`` are sets an iptables rule points at: they cannot be destroyed, and a
-    swap exchanges contents while the reference stays with the name.
-    """
-
-    def __init__(self):
-        self.sets: dict[str, dict] = {}
-        self.refs: set[str] = set()
-        self.calls: list[list[str]] = []
-        self.restores: list[str] = []
-
-    def __call__(self, argv, input=None):
-        self.calls.append(argv)
-        assert argv[0] == "ipset"
-        if argv[1:] == ["save"]:
-            return Result(stdout=self.save())
-        if argv[1:] == ["list", "-n"]:
-            return Result(stdout="".join(f"{name}\n" for name in self.sets))
-        if argv[1:] == ["restore"]:
-            self.restores.append(input)
-            for no, line in enumerate(input.splitlines(), 1):
-                try:
-                    self.apply(line.split())
-                except Refused as exc:
-                    return Result(1, stderr=f"ipset v7.17: Error in line {no}: {exc}\n")
-            return Result()
-        return Result(1, stderr=f"unexpected {argv}")
-
-    def save(self) -> str:
-        out = []
-        for name, s in self.sets.items():
-            out.append(f"create {name} {s['kind']} {s['header']}")
-            out += [f"add {name} {entry}" for entry in s["entries"]]
-        return "".join(line + "\n" for line in out)
-
-    def add_set(self, name, kind, family, entries=(), header_extra=""):
-        self.apply(["create", name, kind, "family", family])
-        if header_extra:
-            self.sets[name]["header"] += " " + header_extra
-        for entry in entries:
-            self.apply(["add", name, *entry.split()])
-
-    def apply(self, words):
-        op, name, *rest = words
-        if op == "create":
-            if name in self.sets:
-                raise Refused("Set cannot be created: set with the same name already exists")
-            opts = dict(zip(rest[1::2], rest[2::2]))
-            family = opts.get("family", "inet")
-            self.sets[name] = {
-                "kind": rest[0], "family": family, "entries": [], "keys": set(),
-                "maxelem": int(opts.get("maxelem", 65536)),
-                "header": f"family {family} hashsize {opts.get('hashsize', 1024)} "
-                          f"maxelem {opts.get('maxelem', 65536)} bucketsize 12 initval 0x1",
-            }
-        elif name not in self.sets:
-            raise Refused("The set with the given name does not exist")
-        elif op == "add":
-            s = self.sets[name]
-            entry = " ".join([self.kernel_form(s, rest[0]), *rest[1:]])
-            if entry.split()[0] in s["keys"]:
-                raise Refused("Element cannot be added to the set: it's already added")
-            if len(s["entries"]) >= s["maxelem"]:
-                raise Refused("Hash is full, cannot add more elements")
-            s["entries"].append(entry)
-            s["keys"].add(entry.split()[0])
-        elif op == "destroy":
-            if name in self.refs:
-                raise Refused("Set cannot be destroyed: it is in use by a kernel component")
-            del self.sets[name]
-        elif op == "swap":
-            other = rest[0]
-            if other not in self.sets:
-                raise Refused("The set with the given name does not exist")
-            a, b = self.sets[name], self.sets[other]
-            if (a["kind"], a["family"]) != (b["kind"], b["family"]):
-                raise Refused("The sets cannot be swapped: their type does not match")
-            self.sets[name], self.sets[other] = b, a
-        else:
-            raise Refused(f"unknown command {op}")
-
-    @staticmethod
-    def kernel_form(s, text):
-        """What the kernel stores for an entry (measured with ipset 7.17)."""
-        if s["kind"] == "hash:net":
-            net = ipaddress.ip_network(text, strict=False)
-            if net.prefixlen == 0:
-                raise Refused("The value of the CIDR parameter of the IP address is invalid")
-            return str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
-        if s["kind"] == "hash:ip":
-            return str(ipaddress.ip_address(text))
-        return text
-
-    def entries(self, name):
-        return sorted(e.split()[0] for e in self.sets[name]["entries"])
 
 
 @pytest.fixture
@@ -385,3 +276,35 @@ def test_kernel_text_in_another_spelling_is_parsed_before_deciding_to_rewrite():
     assert build_restore([same], saved) == []
     other = IPSet("KUBE-A", "hash:net", "inet6", frozenset({"fd00::2", "fd00:1::/64"}))
     assert build_restore([other], saved)[-2:] == ["swap KUBE-A-tmp KUBE-A", "destroy KUBE-A-tmp"]
+
+
+def test_apply_changes_writes_entry_deltas_without_reading(kernel):
+    applier = IPSetApplier(owned, run=kernel)
+    peers = IPSet("KUBE-SRC-A", "hash:net", "inet", frozenset({"10.0.0.1", "10.0.0.2"}))
+    applier.sync_sets([peers])
+    kernel.calls.clear()
+    moved = peers.changed(["10.0.0.3"], ["10.0.0.1"])
+    fresh = IPSet("KUBE-DST-B", "hash:ip", "inet", frozenset({"10.0.0.9"}))
+    assert applier.apply_changes([moved, fresh]) == 4
+    assert kernel.calls == [["ipset", "restore", "-exist"]]          # no ipset save
+    assert kernel.restores[-1] == (
+        "create KUBE-DST-B hash:ip family inet hashsize 1024 maxelem 65536\n"
+        "add KUBE-DST-B 10.0.0.9\ndel KUBE-SRC-A 10.0.0.1\nadd KUBE-SRC-A 10.0.0.3\n")
+    assert kernel.entries("KUBE-SRC-A") == ["10.0.0.2", "10.0.0.3"]
+    assert applier.apply_changes([moved]) == 0
+    assert applier.destroy(["KUBE-DST-B", "f2b-sshd"]) == ["KUBE-DST-B"]   # foreign: never
+    assert foreign_lines(kernel) == FOREIGN
+    # what the changes left is what a reading sync finds: it writes nothing
+    assert applier.sync_sets([moved]) == 0
+
+
+def test_apply_changes_needs_a_reading_sync_and_forgets_after_a_failure(kernel):
+    applier = IPSetApplier(owned, run=kernel)
+    s = IPSet("KUBE-SRC-A", "hash:net", "inet", frozenset({"10.0.0.1"}))
+    with pytest.raises(RuntimeError, match="sync_sets\\(\\) first"):
+        applier.apply_changes([s])
+    applier.sync_sets([s])
+    kernel.sets["KUBE-SRC-A"]["maxelem"] = 1                           # full: refuses an add
+    with pytest.raises(IPSetError, match="Hash is full"):
+        applier.apply_changes([s.changed(["10.0.0.2"])])
+    assert not applier.has_applied

@@ -296,3 +296,42 @@ def test_two_controllers_hooking_one_builtin_do_not_fight_over_position_one(fake
     b.apply(*state_b)
     assert fake.rules("INPUT")[3] == "-j FOREIGN"
     assert a.apply(*state_a) == 0 and b.apply(*state_b) == 0
+
+
+def test_apply_changes_rewrites_only_the_given_chains_without_reading(fake):
+    a = applier(fake)
+    a.apply(CHAINS, [Hook("INPUT", H_IN), Hook("FORWARD", H_FWD)])
+    foreign = foreign_part(fake)
+    fake.calls.clear()
+    written = a.apply_changes({"KR-POD": ("-s 10.0.0.9/32 -j ACCEPT", "-j DROP"),
+                               "KR-NEW": ("-j RETURN",), "KR-INPUT": CHAINS[0].rules})
+    assert fake.calls == ["iptables-restore"]          # no iptables-save
+    assert fake.restores[-1] == ("*filter\n:KR-NEW - [0:0]\n:KR-POD - [0:0]\n"
+                                 "-A KR-NEW -j RETURN\n-A KR-POD -s 10.0.0.9/32 -j ACCEPT\n"
+                                 "-A KR-POD -j DROP\nCOMMIT\n")
+    assert written == 7 and a.last_rewritten == ["KR-NEW", "KR-POD"]
+    assert a.apply_changes({"KR-NEW": None, "KR-GONE": None}) == 4
+    assert fake.restores[-1] == "*filter\n:KR-NEW - [0:0]\n-X KR-NEW\nCOMMIT\n"
+    assert a.apply_changes({"KR-POD": ("-s 10.0.0.9/32 -j ACCEPT", "-j DROP")}) == 0
+    assert fake.calls == ["iptables-restore", "iptables-restore"]
+    assert foreign_part(fake) == foreign and "KR-NEW" not in fake.table(4, "filter")["chains"]
+    # what the changes left is what a reading apply finds: it writes nothing
+    final = [CHAINS[0], CHAINS[1], Chain("KR-POD", ("-s 10.0.0.9/32 -j ACCEPT", "-j DROP"))]
+    assert a.apply(final, [Hook("INPUT", H_IN), Hook("FORWARD", H_FWD)]) == 0
+
+
+def test_apply_changes_refuses_dangling_jumps_and_forgets_after_a_failure(fake):
+    a = applier(fake)
+    with pytest.raises(RuntimeError, match="apply\\(\\) first"):
+        a.apply_changes({"KR-POD": ("-j RETURN",)})
+    a.apply(CHAINS, [Hook("INPUT", H_IN)])
+    with pytest.raises(ValueError, match="jumps to KR-MISSING"):
+        a.apply_changes({"KR-POD": ("-j KR-MISSING",)})
+    with pytest.raises(ValueError, match="not ours"):
+        a.apply_changes({"FOREIGN": ("-j RETURN",)})
+    fake.refuse.add("--bogus")
+    with pytest.raises(RestoreError):
+        a.apply_changes({"KR-POD": ("-m bogus --bogus -j RETURN",)})
+    assert not a.has_applied
+    with pytest.raises(RuntimeError):
+        a.apply_changes({"KR-POD": ("-j RETURN",)})
