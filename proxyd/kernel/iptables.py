@@ -247,11 +247,33 @@ def build_changes(table: str, applied: Mapping[str, tuple[str, ...]],
                 raise ValueError(f"{name}: {rule!r} jumps to {target}, which is not a chain")
     if not (rewrite or delete):
         return "", []
-    lines = [f"*{table}", *(f":{name} - [0:0]" for name in sorted(rewrite + delete))]
-    lines += [f"-A {name} {rule}" for name in rewrite for rule in changed[name]]
+    edits = {name: edit for name in rewrite if name in applied
+             for edit in [_rule_edits(applied[name], tuple(changed[name]))] if edit is not None}
+    flush = sorted(set(rewrite) - edits.keys())
+    lines = [f"*{table}", *(f":{name} - [0:0]" for name in sorted(flush + delete))]
+    lines += [f"-A {name} {rule}" for name in flush for rule in changed[name]]
+    for name, (deletes, inserts) in sorted(edits.items()):
+        lines += [f"-D {name} {rule}" for rule in deletes]
+        lines += [f"-I {name} {position} {rule}" for position, rule in inserts]
     lines += [f"-X {name}" for name in delete]
     lines.append("COMMIT")
     return "\n".join(lines) + "\n", sorted(rewrite + delete)
+
+
+def _rule_edits(old: tuple[str, ...], new: tuple[str, ...]):
+    """(rules to delete, (position, rule) to insert) turning ``old`` into ``new`` in place, when
+    that is much shorter than rewriting the chain (a pod's jump in a chain of hundreds);
+    None otherwise. Needs every rule to be unique (-D removes the first copy) and the rules
+    both keep to be in the same order; deletes go first, then inserts in ascending position."""
+    old_set, new_set = set(old), set(new)
+    if len(old_set) != len(old) or len(new_set) != len(new):
+        return None
+    deletes = [rule for rule in old if rule not in new_set]
+    inserts = [(i, rule) for i, rule in enumerate(new, 1) if rule not in old_set]
+    if 2 * (len(deletes) + len(inserts)) >= len(new) or \
+            [r for r in old if r in new_set] != [r for r in new if r in old_set]:
+        return None
+    return deletes, inserts
 
 
 class TableApplier:

@@ -13,6 +13,7 @@ characters, ipset names 31.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import ipaddress
 
@@ -42,6 +43,9 @@ NETPOL_CLEAR_MARK = "0x0/0x10000"
 NFLOG_GROUP = 100                                # kube-router logs dropped packets here
 
 
+# Per-object names are asked for again on every change that touches the object: a
+# bounded memo of the hashes keeps a top chain of hundreds of pods cheap to rebuild.
+@functools.lru_cache(maxsize=1 << 16)
 def short_hash(*parts: str, length: int = 16) -> str:
     digest = hashlib.sha256("\0".join(parts).encode()).digest()
     return base64.b32encode(digest).decode()[:length]

@@ -177,3 +177,20 @@ def test_packets_follow_the_chain_as_it_changes(pair, tmp_path, family, node_ip,
     with pytest.raises(ConnectionRefusedError):
         exchange()
     assert not [line for line in saved(node, family) if "KR-" in line]
+
+
+@pytest.mark.parametrize("family", (4, 6))
+def test_changes_edit_a_long_chain_in_place_and_converge(netns_factory, tmp_path, family):
+    ns = netns_factory("ipt")
+    a = make_applier(ns, family, tmp_path)
+    host = "10.0.0.{}/32" if family == 4 else "fd00::{}/128"
+    jumps = tuple(f"-s {host.format(i)} -m comment --comment \"pod {i}\" -j KR-POD"
+                  for i in range(2, 22))
+    pod, first = Chain("KR-POD", ("-j RETURN",)), "-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN"
+    a.apply([Chain("KR-FORWARD", (first,) + jumps), pod], [HOOK_FWD])
+    grown = ((first,) + jumps[:4] + (f"-s {host.format(99)} -m comment --comment "
+                                     f"\"pod 99\" -j KR-POD",) + jumps[5:])
+    assert a.apply_changes({"KR-FORWARD": grown}) == 4           # one -D, one -I: no flush
+    assert [line[len("-A KR-FORWARD "):] for line in saved(ns, family)
+            if line.startswith("-A KR-FORWARD ")] == list(grown)
+    assert a.apply([Chain("KR-FORWARD", grown), pod], [HOOK_FWD]) == 0

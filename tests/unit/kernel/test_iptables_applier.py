@@ -335,3 +335,19 @@ def test_apply_changes_refuses_dangling_jumps_and_forgets_after_a_failure(fake):
     assert not a.has_applied
     with pytest.raises(RuntimeError):
         a.apply_changes({"KR-POD": ("-j RETURN",)})
+
+
+def test_a_long_chain_with_one_rule_more_or_less_is_edited_in_place(fake):
+    a = applier(fake)
+    jumps = tuple(f"-s 10.0.0.{i}/32 -j KR-POD" for i in range(2, 12))
+    a.apply([Chain("KR-FORWARD", ("-j RETURN",) + jumps), CHAINS[2]], [Hook("FORWARD", H_FWD)])
+    grown = ("-j RETURN",) + jumps[:3] + ("-s 10.0.1.1/32 -j KR-POD",) + jumps[4:]
+    assert a.apply_changes({"KR-FORWARD": grown}) == 4
+    assert fake.restores[-1] == ("*filter\n-D KR-FORWARD -s 10.0.0.5/32 -j KR-POD\n"
+                                 "-I KR-FORWARD 5 -s 10.0.1.1/32 -j KR-POD\nCOMMIT\n")
+    assert fake.table(4, "filter")["chains"]["KR-FORWARD"] == list(grown)
+    reordered = ("-j RETURN",) + tuple(reversed(grown[1:]))
+    a.apply_changes({"KR-FORWARD": reordered})                # another order: rewritten whole
+    assert fake.restores[-1].startswith("*filter\n:KR-FORWARD - [0:0]\n")
+    assert fake.table(4, "filter")["chains"]["KR-FORWARD"] == list(reordered)
+    assert a.apply([Chain("KR-FORWARD", reordered), CHAINS[2]], [Hook("FORWARD", H_FWD)]) == 0
