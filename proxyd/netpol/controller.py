@@ -27,7 +27,7 @@ from proxyd.kernel.ipset import IPSetApplier
 from proxyd.kernel.iptables import TableApplier
 from proxyd.netpol.build import NodeRanges
 from proxyd.netpol.model import namespace_labels, pod_from
-from proxyd.netpol.state import Delta, FirewallState
+from proxyd.netpol.state import Delta, FirewallState, same_pod
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +67,7 @@ class NetworkPolicyController:
             return True
         if kind == "pods":
             a, b = pod_from(old), pod_from(new)
-            return (a is None) != (b is None) or (a is not None and (
-                a.labels, a.node, a.ips, a.named_ports) != (b.labels, b.node, b.ips, b.named_ports))
+            return (a is None) != (b is None) or (a is not None and not same_pod(a, b))
         if kind == "namespaces":
             return namespace_labels([old]) != namespace_labels([new])
         return (old.get("spec"), old.get("metadata", {}).get("name")) != (

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
+from proxyd.k8s.cache import object_key
 from proxyd.kernel import names
 from proxyd.kernel.state import KINDS, SET_FAMILY, Chain, IPSet
 from proxyd.netpol import build
@@ -37,7 +38,8 @@ class Delta:
         return bool(self.sets) or any(self.chains.values())
 
 
-def _same_pod(a: Pod, b: Pod) -> bool:
+def same_pod(a: Pod, b: Pod) -> bool:
+    """Whether two versions of a pod are the same to the firewall."""
     return (a.labels, a.node, a.ips, a.named_ports) == (b.labels, b.node, b.ips, b.named_ports)
 
 
@@ -95,7 +97,7 @@ class FirewallState:
             self.index.add(pod)
         self.index.ns_labels = namespace_labels(namespaces)
         for obj in policies:
-            self.policy_changed(_key(obj), obj)
+            self.policy_changed(object_key(obj), obj)
         self._refresh(top=True)
 
     def update(self, changes: Iterable) -> Delta:
@@ -110,7 +112,7 @@ class FirewallState:
     def pod_changed(self, key: str, obj: Mapping | None) -> None:
         old = self.index.pods.get(key)
         new = pod_from(obj) if obj is not None else None
-        if old is None and new is None or (old and new and _same_pod(old, new)):
+        if old is None and new is None or (old and new and same_pod(old, new)):
             return
         if old is not None:
             self.index.remove(old)
@@ -325,9 +327,4 @@ class FirewallState:
 def _peered(spec: PolicySpec):
     """(direction, rule) for every rule of the policy that has peers (and so a peer set)."""
     return [(d, r) for d, rules in spec.rules.items() for r in rules if r.peers is not None]
-
-
-def _key(obj: Mapping) -> str:
-    meta = obj.get("metadata") or {}
-    return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from helpers.netpol_objects import namespace, pod, policy
 from proxyd import cli
 from proxyd.daemon import SyncContext
-from proxyd.k8s.cache import Store
+from proxyd.k8s.cache import Store, object_key
 from proxyd.k8s.tracker import Change
 from proxyd.kernel import names
 from proxyd.kernel.ipset import IPSetApplier
@@ -59,9 +59,7 @@ class World:
         self.version += 1
         obj = {**obj, "metadata": {**obj["metadata"], "resourceVersion": str(self.version)}}
         change = self.stores[kind].apply(obj, deleted)
-        key = f"{obj['metadata'].get('namespace')}/{obj['metadata']['name']}" \
-            if "namespace" in obj["metadata"] else obj["metadata"]["name"]
-        self.pending.append(Change(kind, key, *change))
+        self.pending.append(Change(kind, object_key(obj), *change))
 
     def sync(self, ctl, full=False):
         changes, self.pending = self.pending, []
