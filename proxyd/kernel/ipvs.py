@@ -1,12 +1,13 @@
 """The service proxy's one writer of IPVS virtual services (pyroute2, generic netlink).
 
-The proxy controller hands in the node's whole desired IPVS table as
-``VirtualService`` values (proxyd/kernel/state.py) each sync. The applier
-dumps the kernel's table, changes only the difference and touches only
-services the controller's
-``owned(protocol, address, port)`` claims: a service anyone else made (an
-operator's ``ipvsadm -A``, another load balancer, a fwmark service) is never
-changed, and IPVS is never flushed.
+``sync`` takes the node's whole desired IPVS table as ``VirtualService``
+values (proxyd/kernel/state.py), dumps the kernel's table and changes only the
+difference (the start, the periodic resync, the retry after an error);
+``apply_changes`` takes only the services that changed and writes them
+against what the last write left, without dumping the table. Either touches
+only services the controller's ``owned(protocol, address, port)`` claims: a
+service anyone else made (an operator's ``ipvsadm -A``, another load
+balancer, a fwmark service) is never changed, and IPVS is never flushed.
 
 - A service whose scheduler, persistence or flags differ is edited in place
   (IPVS_CMD_SET_SERVICE): its destinations and their connections stay.
@@ -40,119 +41,22 @@ Measured on Linux 6.1 with pyroute2 0.9.7 (tests/kernel/test_ipvs_applier_kernel
 from __future__ import annotations
 
 import errno
-import ipaddress
 import logging
-import socket
-import struct
 import time
-from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 from pyroute2.netlink.exceptions import NetlinkError
 
+from proxyd.kernel.ipvs_table import (F_HASHED, FORWARD, FORWARD_NAMES, PROTOCOL_NAMES,
+                                      IPVSSyncError, Key, KernelDest, KernelService, canonical,
+                                      check, describe, desired_table, dest_spec, endpoint,
+                                      service_name, service_spec, wanted_dests, wanted_flags)
 from proxyd.kernel.state import Destination, VirtualService
 
+__all__ = ["F_HASHED", "IPVSApplier", "IPVSSyncError", "Destination", "VirtualService",
+           "ensure_timeouts"]
+
 log = logging.getLogger(__name__)
-
-PROTOCOLS = {"TCP": socket.IPPROTO_TCP, "UDP": socket.IPPROTO_UDP, "SCTP": 132}
-PROTOCOL_NAMES = {v: k for k, v in PROTOCOLS.items()}
-# IP_VS_CONN_F_MASQ / _TUNNEL / _DROUTE
-FORWARD = {"masq": 0, "tunnel": 2, "route": 3}
-FORWARD_NAMES = {v: k for k, v in FORWARD.items()}
-F_PERSISTENT = 0x1
-F_HASHED = 0x2
-# Flag names as kube-router's service.schedflags annotation spells them.
-FLAGS = {"hashed": F_HASHED, "one-packet": 0x4, "flag-1": 0x8, "flag-2": 0x10, "flag-3": 0x20}
-FLAGS_MASK = 0xFFFF
-V6_NETMASK = socket.inet_ntoa(struct.pack("=I", 128))   # see the module's notes
-
-Key = tuple[str, str, int]      # (protocol, canonical address, port)
-
-
-class IPVSSyncError(RuntimeError):
-    """Some virtual services could not be applied; the rest were."""
-
-
-@dataclass(frozen=True)
-class _KernelService:
-    scheduler: str
-    flags: int                     # without F_HASHED
-    timeout: int
-
-
-@dataclass(frozen=True)
-class _KernelDest:
-    weight: int
-    forward: int
-    connections: int               # active + inactive
-
-
-def service_name(key: Key) -> str:
-    protocol, address, port = key
-    return f"{protocol} {_endpoint(address, port)}"
-
-
-def _endpoint(address: str, port: int) -> str:
-    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
-
-
-def _canonical(address: str) -> str:
-    return ipaddress.ip_address(address).compressed
-
-
-def _wanted_flags(vs: VirtualService) -> int:
-    unknown = set(vs.flags) - FLAGS.keys()
-    if unknown:
-        raise ValueError(f"{vs.protocol} {_endpoint(vs.address, vs.port)}: unknown IPVS "
-                         f"flags {sorted(unknown)} (known: {sorted(FLAGS)})")
-    bits = sum(FLAGS[f] for f in vs.flags) | (F_PERSISTENT if vs.persistent else 0)
-    return bits & ~F_HASHED
-
-
-def _check(key: Key, vs: VirtualService) -> None:
-    name = service_name(key)
-    if vs.protocol not in PROTOCOLS:
-        raise ValueError(f"{name}: protocol must be one of {sorted(PROTOCOLS)}")
-    if vs.persistent < 0:
-        raise ValueError(f"{name}: persistence of {vs.persistent}s")
-    family = ipaddress.ip_address(vs.address).version
-    for d in vs.destinations:
-        if d.forward not in FORWARD:
-            raise ValueError(f"{name}: destination {_endpoint(d.address, d.port)}: forward "
-                             f"must be one of {sorted(FORWARD)}")
-        if ipaddress.ip_address(d.address).version != family and d.forward != "tunnel":
-            raise ValueError(f"{name}: destination {d.address} is of another family "
-                             f"(IPVS forwards across families only by tunnel)")
-    _wanted_flags(vs)
-    _wanted_dests(key, vs)
-
-
-def desired_table(desired: Iterable[VirtualService],
-                  owned: Callable[[str, str, int], bool]) -> dict[Key, VirtualService]:
-    """Services by canonical key; two different services for one key, or a desired service
-    the controller would not recognise as its own (it would never be removed), are a bug."""
-    out: dict[Key, VirtualService] = {}
-    for vs in desired:
-        key = (vs.protocol, _canonical(vs.address), vs.port)
-        _check(key, vs)
-        if not owned(*key):
-            raise ValueError(f"{service_name(key)} is desired but owned() says it is not ours: "
-                             f"it would never be removed")
-        if out.get(key, vs) != vs:
-            raise ValueError(f"two different services for {service_name(key)}")
-        out[key] = vs
-    return out
-
-
-def _wanted_dests(key: Key, vs: VirtualService) -> dict[tuple[str, int], Destination]:
-    out: dict[tuple[str, int], Destination] = {}
-    for d in vs.destinations:
-        dk = (_canonical(d.address), d.port)
-        if out.get(dk, d) != d:
-            raise ValueError(f"{service_name(key)}: two different destinations "
-                             f"{_endpoint(*dk)}")
-        out[dk] = d
-    return out
 
 
 class IPVSApplier:
@@ -167,6 +71,9 @@ class IPVSApplier:
         self._clock = clock
         self._log = log
         self._draining: dict[tuple[Key, tuple[str, int]], float] = {}
+        # Our services as the last write left them; None until a reading sync, and
+        # again after any failure (the next write must read).
+        self._applied: dict[Key, VirtualService] | None = None
 
     @property
     def _ipvs(self):
@@ -181,7 +88,7 @@ class IPVSApplier:
 
     # ---- reading the kernel -----------------------------------------------
 
-    def _services(self) -> dict[Key, _KernelService]:
+    def _services(self) -> dict[Key, KernelService]:
         """Every address-based service in the kernel (fwmark ones have no key and are
         never ours)."""
         found = {}
@@ -191,19 +98,19 @@ class IPVSApplier:
             protocol = PROTOCOL_NAMES.get(get("IPVS_SVC_ATTR_PROTOCOL"))
             if get("IPVS_SVC_ATTR_FWMARK") or protocol is None:
                 continue
-            key = (protocol, _canonical(get("IPVS_SVC_ATTR_ADDR")), get("IPVS_SVC_ATTR_PORT"))
+            key = (protocol, canonical(get("IPVS_SVC_ATTR_ADDR")), get("IPVS_SVC_ATTR_PORT"))
             flags = (get("IPVS_SVC_ATTR_FLAGS") or {}).get("flags", 0)
-            found[key] = _KernelService(scheduler=get("IPVS_SVC_ATTR_SCHED_NAME"),
+            found[key] = KernelService(scheduler=get("IPVS_SVC_ATTR_SCHED_NAME"),
                                         flags=flags & ~F_HASHED,
                                         timeout=get("IPVS_SVC_ATTR_TIMEOUT") or 0)
         return found
 
-    def _dests(self, key: Key) -> dict[tuple[str, int], _KernelDest]:
+    def _dests(self, key: Key) -> dict[tuple[str, int], KernelDest]:
         found = {}
-        for msg in self._ipvs.dest("dump", service=_service_spec(key)):
+        for msg in self._ipvs.dest("dump", service=service_spec(key)):
             get = msg.get_attr("IPVS_CMD_ATTR_DEST").get_attr
-            dk = (_canonical(get("IPVS_DEST_ATTR_ADDR")), get("IPVS_DEST_ATTR_PORT"))
-            found[dk] = _KernelDest(
+            dk = (canonical(get("IPVS_DEST_ATTR_ADDR")), get("IPVS_DEST_ATTR_PORT"))
+            found[dk] = KernelDest(
                 weight=get("IPVS_DEST_ATTR_WEIGHT"), forward=get("IPVS_DEST_ATTR_FWD_METHOD"),
                 connections=(get("IPVS_DEST_ATTR_ACTIVE_CONNS") or 0)
                 + (get("IPVS_DEST_ATTR_INACT_CONNS") or 0))
@@ -215,6 +122,7 @@ class IPVSApplier:
         """Create missing services; edit in place those whose scheduler/persistence/flags
         differ; diff their destinations; delete owned services not desired. Returns what
         changed, as readable lines."""
+        self._applied = None
         want = desired_table(desired, self._owned)
         have = self._services()
         changed: list[str] = []
@@ -232,7 +140,71 @@ class IPVSApplier:
         self._draining = {k: t for k, t in self._draining.items() if k in seen or k[0] in failed}
         if errors:
             raise IPVSSyncError("IPVS services not applied: " + "; ".join(errors))
+        self._applied = want
         return changed
+
+    @property
+    def has_applied(self) -> bool:
+        return self._applied is not None
+
+    @property
+    def draining(self) -> bool:
+        """Whether some removed destination still waits for its connections to end."""
+        return bool(self._draining)
+
+    def apply_changes(self, changed: Mapping[Key, VirtualService | None]) -> list[str]:
+        """Write only these services (by canonical key; None: delete it), against what the
+        last write left, and look again at the destinations still draining. Reads the
+        kernel only for a service whose removed destinations may still hold connections
+        (with ``graceful``). Needs a successful ``sync`` first; a failure forgets what was
+        applied, so the next write must be a reading ``sync``."""
+        if self._applied is None:
+            raise RuntimeError("IPVS: nothing applied yet to change; sync() first")
+        for key, vs in changed.items():
+            if vs is not None:
+                check(key, vs)
+            if not self._owned(*key):
+                raise ValueError(f"{service_name(key)} is not ours to change")
+        applied, self._applied = self._applied, None
+        keys = set(changed) | {key for key, _ in self._draining}
+        lines: list[str] = []
+        errors: list[str] = []
+        seen: set = set()
+        failed = set()
+        for key in sorted(keys):
+            vs = changed[key] if key in changed else applied.get(key)
+            if not self._attempt(key, errors, lambda k=key, v=vs: self._change(
+                    k, v, applied.get(k), lines, seen)):
+                failed.add(key)
+            elif vs is None:
+                applied.pop(key, None)
+            else:
+                applied[key] = vs
+        self._draining = {k: t for k, t in self._draining.items()
+                          if k in seen or k[0] in failed or k[0] not in keys}
+        if errors:
+            raise IPVSSyncError("IPVS services not applied: " + "; ".join(errors))
+        self._applied = applied
+        return lines
+
+    def _drains(self, key: Key) -> bool:
+        return any(k == key for k, _ in self._draining)
+
+    def _change(self, key: Key, vs: VirtualService | None, old: VirtualService | None,
+                lines: list[str], seen: set) -> None:
+        if vs is None:
+            if old is not None or self._drains(key):
+                self._delete_service(key, lines)
+            return
+        have = None if old is None else KernelService(old.scheduler, wanted_flags(old),
+                                                      old.persistent)
+        kernel = None
+        if old is not None and not (self._graceful is not None and (
+                set(wanted_dests(key, old)) - set(wanted_dests(key, vs))
+                or self._drains(key))):
+            kernel = {dk: KernelDest(d.weight, FORWARD[d.forward], 0)
+                      for dk, d in wanted_dests(key, old).items()}
+        self._ensure_service(key, vs, have, lines, seen, kernel)
 
     def _attempt(self, key: Key, errors: list[str], action: Callable[[], None]) -> bool:
         try:
@@ -246,39 +218,44 @@ class IPVSApplier:
 
     def _delete_service(self, key: Key, changed: list[str]) -> None:
         try:
-            self._ipvs.service("del", service=_service_spec(key))
+            self._ipvs.service("del", service=service_spec(key))
         except NetlinkError as e:
             if e.code != errno.ESRCH:      # gone since the dump
                 raise
         changed.append(f"delete service {service_name(key)}")
 
-    def _ensure_service(self, key: Key, vs: VirtualService, have: _KernelService | None,
-                        changed: list[str], seen: set) -> None:
+    def _ensure_service(self, key: Key, vs: VirtualService, have: KernelService | None,
+                        changed: list[str], seen: set, dests: dict | None = None) -> None:
+        """``dests``: the service's destinations as known; None reads them."""
         name = service_name(key)
-        want = _KernelService(vs.scheduler, _wanted_flags(vs), vs.persistent)
+        want = KernelService(vs.scheduler, wanted_flags(vs), vs.persistent)
         try:
             if have is None:
-                self._ipvs.service("add", service=_service_spec(key, want))
-                changed.append(f"add service {name} {_describe(want)}")
+                self._ipvs.service("add", service=service_spec(key, want))
+                changed.append(f"add service {name} {describe(want)}")
             elif have != want:
-                self._ipvs.service("set", service=_service_spec(key, want))
-                changed.append(f"set service {name} {_describe(want)} (was {_describe(have)})")
+                self._ipvs.service("set", service=service_spec(key, want))
+                changed.append(f"set service {name} {describe(want)} (was {describe(have)})")
         except NetlinkError as e:
             if e.code == errno.ENOENT:
                 raise IPVSSyncError(f"scheduler {vs.scheduler!r} is unknown to this kernel "
                                     f"(no ip_vs_{vs.scheduler} module): {e}") from e
             raise IPVSSyncError(f"cannot {'add' if have is None else 'set'} service "
-                                f"{_describe(want)}: {e}") from e
-        self._sync_dests(key, vs, {} if have is None else self._dests(key), changed, seen)
+                                f"{describe(want)}: {e}") from e
+        if have is None:
+            dests = {}
+        elif dests is None:
+            dests = self._dests(key)
+        self._sync_dests(key, vs, dests, changed, seen)
 
     def _sync_dests(self, key: Key, vs: VirtualService, have: dict, changed: list[str],
                     seen: set) -> None:
-        want = _wanted_dests(key, vs)
+        want = wanted_dests(key, vs)
         for dk in sorted(have.keys() - want.keys()):
             self._retire(key, dk, have[dk], changed, seen)
         for dk, d in sorted(want.items()):
             kd = have.get(dk)
-            line = f"{service_name(key)} -> {_endpoint(*dk)} {d.forward} weight {d.weight}"
+            line = f"{service_name(key)} -> {endpoint(*dk)} {d.forward} weight {d.weight}"
             if kd is None:
                 self._dest("add", key, dk, d)
                 changed.append(f"add destination {line}")
@@ -289,17 +266,17 @@ class IPVSApplier:
 
     def _dest(self, command: str, key: Key, dk: tuple[str, int], d: Destination) -> None:
         try:
-            self._ipvs.dest(command, service=_service_spec(key), dest=_dest_spec(dk, d))
+            self._ipvs.dest(command, service=service_spec(key), dest=dest_spec(dk, d))
         except NetlinkError as e:
             hint = ""
             if e.code == errno.EINVAL and command == "add" and ":" not in dk[0]:
                 hint = " (IPVS takes only a unicast or local IPv4 address as real server)"
-            raise IPVSSyncError(f"cannot {command} destination {_endpoint(*dk)}: {e}{hint}") from e
+            raise IPVSSyncError(f"cannot {command} destination {endpoint(*dk)}: {e}{hint}") from e
 
-    def _retire(self, key: Key, dk: tuple[str, int], kd: _KernelDest, changed: list[str],
+    def _retire(self, key: Key, dk: tuple[str, int], kd: KernelDest, changed: list[str],
                 seen: set) -> None:
         """Delete a destination no longer wanted, or with ``graceful`` drain it first."""
-        line = f"{service_name(key)} -> {_endpoint(*dk)}"
+        line = f"{service_name(key)} -> {endpoint(*dk)}"
         if self._graceful is not None:
             now = self._clock()
             since = self._draining.setdefault((key, dk), now)
@@ -311,41 +288,11 @@ class IPVSApplier:
                     changed.append(f"drain destination {line} ({kd.connections} connections)")
                 return
         try:
-            self._ipvs.dest("del", service=_service_spec(key), dest=_dest_spec(dk))
+            self._ipvs.dest("del", service=service_spec(key), dest=dest_spec(dk))
         except NetlinkError as e:
             if e.code != errno.ENOENT:     # gone since the dump
                 raise
         changed.append(f"delete destination {line}")
-
-
-def _describe(s: _KernelService) -> str:
-    flags = [n for n, bit in sorted(FLAGS.items()) if s.flags & bit]
-    text = s.scheduler
-    if s.flags & F_PERSISTENT:
-        text += f" persistent {s.timeout}s"
-    return text + (f" flags {','.join(flags)}" if flags else "")
-
-
-def _service_spec(key: Key, settings: _KernelService | None = None):
-    """The service's key, or its full entry with ``settings`` (add and set need one)."""
-    from pyroute2 import IPVSService
-    protocol, address, port = key
-    spec = {"protocol": PROTOCOLS[protocol], "addr": address, "port": port}
-    if settings is not None:
-        spec.update(sched_name=settings.scheduler, timeout=settings.timeout,
-                    flags={"flags": settings.flags, "mask": FLAGS_MASK})
-        if ":" in address:
-            spec["netmask"] = V6_NETMASK
-    return IPVSService(**spec)
-
-
-def _dest_spec(dk: tuple[str, int], d: Destination | None = None):
-    from pyroute2 import IPVSDest
-    address, port = dk
-    if d is None:
-        return IPVSDest(addr=address, port=port)
-    return IPVSDest(addr=address, port=port, weight=d.weight, fwd_method=FORWARD[d.forward])
-
 
 
 _TIMEOUT_LINE = "Timeout (tcp tcpfin udp):"

@@ -46,41 +46,74 @@ class VIPApplier:
         self._ipr = ipr
         self._device = device
         self._log = log
+        self._index: int | None = None     # the device, as the last write left it
 
     def close(self) -> None:
         self._ipr.close()
 
     def sync(self, desired: Iterable[str]) -> list[str]:
         """Ensure the device exists and is up and holds exactly the desired VIPs as host
-        prefixes. Returns what changed."""
+        prefixes (read from the kernel). Returns what changed."""
+        self._index = None
         want = {ipaddress.ip_address(a) for a in desired}
         changed: list[str] = []
         index = self._ensure_device(changed)
         have = self._addresses(index)
-        errors = []
+        errors: list[str] = []
         for (address, prefixlen) in sorted(have - {(a, HOST_PREFIX[a.version]) for a in want},
                                            key=_order):
-            try:
-                self._ipr.addr("del", index=index, address=str(address), prefixlen=prefixlen)
-                changed.append(f"delete {address}/{prefixlen} from {self._device}")
-            except NetlinkError as e:
-                if e.code != errno.EADDRNOTAVAIL:     # gone since the dump
-                    errors.append(f"delete {address}/{prefixlen}: {e}")
+            self._delete(index, address, prefixlen, changed, errors)
         for address in sorted(want, key=lambda a: _order((a, 0))):
-            prefixlen = HOST_PREFIX[address.version]
-            if (address, prefixlen) in have:
-                continue
-            try:
-                self._ipr.addr("add", index=index, address=str(address), prefixlen=prefixlen,
-                               scope=RT_SCOPE_LINK)
-                changed.append(f"add {address}/{prefixlen} to {self._device}")
-            except NetlinkError as e:
-                if e.code != errno.EEXIST:
-                    errors.append(f"add {address}/{prefixlen}: {e}")
+            if (address, HOST_PREFIX[address.version]) not in have:
+                self._add(index, address, changed, errors)
+        self._raise(errors)
+        self._index = index
+        return changed
+
+    @property
+    def has_applied(self) -> bool:
+        return self._index is not None
+
+    def apply_changes(self, added: Iterable[str], removed: Iterable[str]) -> list[str]:
+        """Add and remove only these VIPs, on the device the last write left, without
+        reading. Needs a successful ``sync`` first; a failure forgets the device, so the
+        next write must be a reading ``sync``."""
+        if self._index is None:
+            raise RuntimeError(f"{self._device}: nothing applied yet to change; sync() first")
+        index, self._index = self._index, None
+        changed: list[str] = []
+        errors: list[str] = []
+        for address in sorted(map(ipaddress.ip_address, removed), key=lambda a: _order((a, 0))):
+            self._delete(index, address, HOST_PREFIX[address.version], changed, errors)
+        for address in sorted(map(ipaddress.ip_address, added), key=lambda a: _order((a, 0))):
+            self._add(index, address, changed, errors)
+        self._raise(errors)
+        self._index = index
+        return changed
+
+    def _delete(self, index: int, address, prefixlen: int, changed: list[str],
+                errors: list[str]) -> None:
+        try:
+            self._ipr.addr("del", index=index, address=str(address), prefixlen=prefixlen)
+            changed.append(f"delete {address}/{prefixlen} from {self._device}")
+        except NetlinkError as e:
+            if e.code != errno.EADDRNOTAVAIL:     # already gone
+                errors.append(f"delete {address}/{prefixlen}: {e}")
+
+    def _add(self, index: int, address, changed: list[str], errors: list[str]) -> None:
+        prefixlen = HOST_PREFIX[address.version]
+        try:
+            self._ipr.addr("add", index=index, address=str(address), prefixlen=prefixlen,
+                           scope=RT_SCOPE_LINK)
+            changed.append(f"add {address}/{prefixlen} to {self._device}")
+        except NetlinkError as e:
+            if e.code != errno.EEXIST:
+                errors.append(f"add {address}/{prefixlen}: {e}")
+
+    def _raise(self, errors: list[str]) -> None:
         if errors:
             self._log.error("VIPs on %s: %s", self._device, "; ".join(errors))
             raise VIPSyncError(f"VIPs on {self._device} not applied: " + "; ".join(errors))
-        return changed
 
     def _ensure_device(self, changed: list[str]) -> int:
         if not self._ipr.link_lookup(ifname=self._device):

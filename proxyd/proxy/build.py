@@ -69,10 +69,26 @@ def _family(address: str) -> int:
     return 6 if ":" in address else 4
 
 
+@dataclass(frozen=True)
+class Fragment:
+    """What one Service adds to the node's proxy state; ``assemble`` joins them."""
+    services: tuple[VirtualService, ...] = ()         # a later one wins a shared key
+    vips: frozenset[str] = frozenset()
+    members: frozenset[tuple[str, str]] = frozenset()  # (guard set, entry)
+    hairpin: tuple[tuple[int, str], ...] = ()          # (family, SNAT chain rule), in order
+    local: tuple[tuple[int, str], ...] = ()
+
+
 def build_proxy(ports: Iterable[ServicePort], node: NodeView, flags: ProxyFlags) -> DesiredProxy:
-    ports = list(ports)
-    desired = DesiredProxy()
-    services: dict[tuple, VirtualService] = {}
+    by_service: dict[str, list[ServicePort]] = {}
+    for sp in ports:
+        by_service.setdefault(sp.service, []).append(sp)
+    return assemble([service_fragment(p, node, flags) for p in by_service.values()], node, flags)
+
+
+def service_fragment(ports: list[ServicePort], node: NodeView, flags: ProxyFlags) -> Fragment:
+    """One Service's ports as IPVS services, VIPs, guard-set entries and SNAT rules."""
+    services: list[VirtualService] = []
     vips: set[str] = set()
     for sp in ports:
         for address, port, external in _frontends(sp, node, flags):
@@ -81,15 +97,42 @@ def build_proxy(ports: Iterable[ServicePort], node: NodeView, flags: ProxyFlags)
                 continue
             dests = tuple(Destination(e.address, e.port) for e in sp.usable(node.name, external)
                           if _family(e.address) == family)
-            services[(sp.protocol, address, port)] = VirtualService(
-                sp.protocol, address, port, sp.scheduler, sp.affinity_seconds, frozenset(), dests)
+            services.append(VirtualService(sp.protocol, address, port, sp.scheduler,
+                                           sp.affinity_seconds, frozenset(), dests))
         vips.update(ip for ip in sp.cluster_ips + sp.external_ips
                     if _family(ip) in flags.families)
-    desired.services = [services[k] for k in sorted(services)]
-    desired.vips = sorted(vips, key=lambda a: (_family(a), ipaddress.ip_address(a)))
+    return Fragment(
+        tuple(services), frozenset(vips),
+        frozenset(m for f in flags.families for m in _guard_members(ports, f)),
+        tuple((f, r) for f in flags.families for r in _hairpin_rules(ports, node, f)),
+        tuple((f, r) for f in flags.families for r in _local_rules(ports, node, flags, f)))
+
+
+def assemble(fragments: Iterable[Fragment], node: NodeView, flags: ProxyFlags) -> DesiredProxy:
+    """The node's proxy state from its Services' fragments, in Service order."""
+    services: dict[tuple, VirtualService] = {}
+    vips: set[str] = set()
+    members: set[tuple[str, str]] = set()
+    hairpin: list[tuple[int, str]] = []
+    local: list[tuple[int, str]] = []
+    for f in fragments:
+        services.update(((vs.protocol, vs.address, vs.port), vs) for vs in f.services)
+        vips |= f.vips
+        members |= f.members
+        hairpin += f.hairpin
+        local += f.local
+    desired = DesiredProxy(services=[services[k] for k in sorted(services)],
+                           vips=sort_vips(vips))
     for family in flags.families:
-        desired.families[family] = _rules(ports, node, flags, family, desired.sets)
+        desired.sets += family_sets(family, node, members)
+        desired.families[family] = family_rules(
+            family, [r for f, r in hairpin if f == family], [r for f, r in local if f == family],
+            node, flags)
     return desired
+
+
+def sort_vips(vips: Iterable[str]) -> list[str]:
+    return sorted(vips, key=lambda a: (_family(a), ipaddress.ip_address(a)))
 
 
 def _frontends(sp: ServicePort, node: NodeView, flags: ProxyFlags):
@@ -108,19 +151,41 @@ def _set(base: str, family: int) -> str:
     return names.IPV6_SET_PREFIX + base if family == 6 else base
 
 
-def _rules(ports: list[ServicePort], node: NodeView, flags: ProxyFlags, family: int,
-           sets: list[IPSet]) -> FamilyRules:
-    pods = _set(names.SERVICE_POD_SUBNETS_SET, family)
-    sets.append(IPSet(pods, "hash:net", SET_FAMILY[family],
-                      frozenset(c for c in node.pod_cidrs if _family(c) == family)))
+def pod_set(family: int, node: NodeView) -> IPSet:
+    return IPSet(_set(names.SERVICE_POD_SUBNETS_SET, family), "hash:net", SET_FAMILY[family],
+                 frozenset(c for c in node.pod_cidrs if _family(c) == family))
+
+
+def guard_set_names(family: int) -> tuple[str, str]:
+    return _set(names.SERVICE_VIPS_SET, family), _set(names.SERVICE_VIP_PORTS_SET, family)
+
+
+def family_sets(family: int, node: NodeView, members: Iterable[tuple[str, str]]) -> list[IPSet]:
+    """The pod-subnet set and the two guard sets of a family, the guards from ``members``."""
+    svip, svip_port = guard_set_names(family)
+    entries: dict[str, set[str]] = {svip: set(), svip_port: set()}
+    for name, entry in members:
+        if name in entries:
+            entries[name].add(entry)
+    return [pod_set(family, node),
+            IPSet(svip, "hash:ip", SET_FAMILY[family], frozenset(entries[svip])),
+            IPSet(svip_port, "hash:ip,port", SET_FAMILY[family], frozenset(entries[svip_port]))]
+
+
+def snat_chain(family: int, hairpin: list[str], local: list[str], node: NodeView,
+               flags: ProxyFlags) -> Chain:
+    return Chain(names.SERVICE_SNAT_CHAIN,
+                 tuple(hairpin + _snat_rules(local, node, flags, family)))
+
+
+def family_rules(family: int, hairpin: list[str], local: list[str], node: NodeView,
+                 flags: ProxyFlags) -> FamilyRules:
     rules = FamilyRules()
-    rules.nat = [Chain(names.SERVICE_SNAT_CHAIN, tuple(
-        _hairpin_rules(ports, node, family) + _snat_rules(ports, node, flags, family, pods)))]
+    rules.nat = [snat_chain(family, hairpin, local, node, flags)]
     rules.nat_hooks = [Hook("POSTROUTING", f"-m comment --comment "
                                            f"{save_quote(names.SERVICE_HOOK_COMMENT)} "
                                            f"-j {names.SERVICE_SNAT_CHAIN}")]
-    rules.filter = [Chain(names.SERVICE_FILTER_CHAIN, tuple(_guard_rules(ports, flags, family,
-                                                                         sets)))]
+    rules.filter = [Chain(names.SERVICE_FILTER_CHAIN, tuple(_guard_rules(flags, family)))]
     rules.filter_hooks = [Hook("INPUT", f"-m comment --comment "
                                         f"{save_quote(names.SERVICE_HOOK_COMMENT)} "
                                         f"-j {names.SERVICE_FILTER_CHAIN}")]
@@ -148,8 +213,19 @@ def _hairpin_rules(ports: list[ServicePort], node: NodeView, family: int) -> lis
     return out
 
 
-def _snat_rules(ports: list[ServicePort], node: NodeView, flags: ProxyFlags, family: int,
-                pods: str) -> list[str]:
+def _local_rules(ports: list[ServicePort], node: NodeView, flags: ProxyFlags,
+                 family: int) -> list[str]:
+    """externalTrafficPolicy=Local keeps the client's address (its endpoints are local)."""
+    if flags.masquerade_all or not node.addresses.get(family):
+        return []
+    return [f"-m ipvs --vaddr {address} --vport {port} --vdir ORIGINAL "
+            f"--vmethod MASQ -m comment --comment {save_quote('local ' + sp.service)} -j RETURN"
+            for sp in ports if sp.local_external
+            for address, port, external in _frontends(sp, node, flags)
+            if external and _family(address) == family]
+
+
+def _snat_rules(local: list[str], node: NodeView, flags: ProxyFlags, family: int) -> list[str]:
     node_ip = node.addresses.get(family)
     if not node_ip:
         return []
@@ -157,15 +233,11 @@ def _snat_rules(ports: list[ServicePort], node: NodeView, flags: ProxyFlags, fam
     if not flags.masquerade_all:
         # A pod reaching a ClusterIP keeps its address: the reply comes back through
         # its own node, where IPVS holds the connection.
+        pods = _set(names.SERVICE_POD_SUBNETS_SET, family)
         out += [f"-m set --match-set {pods} src -m ipvs --vaddr {net} --vdir ORIGINAL "
                 f"--vmethod MASQ -m comment --comment {save_quote('pod to ClusterIP')} -j RETURN"
                 for net in flags.service_cidrs if net.version == family]
-        # externalTrafficPolicy=Local keeps the client's address (its endpoints are local).
-        out += [f"-m ipvs --vaddr {address} --vport {port} --vdir ORIGINAL "
-                f"--vmethod MASQ -m comment --comment {save_quote('local ' + sp.service)} -j RETURN"
-                for sp in ports if sp.local_external
-                for address, port, external in _frontends(sp, node, flags)
-                if external and _family(address) == family]
+    out += local
     # Everything else IPVS forwards (nodes, external clients, pods reaching a NodePort
     # served on another node) answers through this node.
     out.append("-m ipvs --vdir ORIGINAL --vmethod MASQ -m comment --comment "
@@ -173,15 +245,17 @@ def _snat_rules(ports: list[ServicePort], node: NodeView, flags: ProxyFlags, fam
     return out
 
 
-def _guard_rules(ports: list[ServicePort], flags: ProxyFlags, family: int,
-                 sets: list[IPSet]) -> list[str]:
-    svip = _set(names.SERVICE_VIPS_SET, family)
-    svip_port = _set(names.SERVICE_VIP_PORTS_SET, family)
-    vips = {ip for sp in ports for ip in sp.cluster_ips + sp.external_ips if _family(ip) == family}
-    pairs = {f"{ip},{sp.protocol.lower()}:{sp.port}" for sp in ports
-             for ip in sp.cluster_ips + sp.external_ips if _family(ip) == family}
-    sets += [IPSet(svip, "hash:ip", SET_FAMILY[family], frozenset(vips)),
-             IPSet(svip_port, "hash:ip,port", SET_FAMILY[family], frozenset(pairs))]
+def _guard_members(ports: list[ServicePort], family: int) -> Iterable[tuple[str, str]]:
+    svip, svip_port = guard_set_names(family)
+    for sp in ports:
+        for ip in sp.cluster_ips + sp.external_ips:
+            if _family(ip) == family:
+                yield svip, ip
+                yield svip_port, f"{ip},{sp.protocol.lower()}:{sp.port}"
+
+
+def _guard_rules(flags: ProxyFlags, family: int) -> list[str]:
+    svip, svip_port = guard_set_names(family)
     if flags.ipvs_permit_all:
         return [f"-m set --match-set {svip} dst -j ACCEPT"]
     return [f"-m set --match-set {svip_port} dst,dst -j ACCEPT",

@@ -1,10 +1,15 @@
 """The IPVS service proxy controller (``--run-service-proxy``).
 
-Each sync rebuilds the node's whole desired proxy state from the caches
-(model.py: Services + EndpointSlices -> ServicePorts; build.py: -> IPVS
-services, VIPs, sets and rules) and hands it to the kernel appliers, in the
-order that keeps traffic flowing: VIPs and sets first, then IPVS, then the
-rules that reference them, then stale sets.
+The node's desired proxy state lives in a ``ProxyState`` (state.py: one
+fragment per Service, from model.py's ServicePorts and build.py's IPVS
+services, VIPs, sets and rules), kept current change by change. A full sync
+(the first, every --ipvs-sync-period, and the retry after any failure) loads
+it from the caches and hands the whole of it to the appliers, which read the
+kernel and repair whatever differs. Every other sync feeds the tracker's
+changes to the state and writes only what they touched, without reading the
+kernel. Either way the order keeps traffic flowing: VIPs and sets first, then
+IPVS, then the rules that reference them, then what is no longer wanted.
+The node's own addresses (--nodeport-bindon-all-ip) are read on full syncs.
 
 What is ours in IPVS: virtual services on an address inside the service
 CIDRs, the external and LoadBalancer IP ranges, or the node's addresses on a
@@ -18,10 +23,10 @@ import ipaddress
 import logging
 import os
 import subprocess
+import threading
 
-from lowlevel.apiobjects import node_addresses, pod_cidrs
+from lowlevel.apiobjects import node_addresses, pod_cidrs, service_of_slice
 from lowlevel.sysctl import ensure_sysctl
-from proxyd import controllers
 from proxyd.config import Config
 from proxyd.kernel import names
 from proxyd.kernel.addresses import local_addresses
@@ -29,8 +34,8 @@ from proxyd.kernel.ipset import IPSetApplier
 from proxyd.kernel.iptables import TableApplier
 from proxyd.kernel.ipvs import IPVSApplier, ensure_timeouts
 from proxyd.kernel.vips import VIPApplier, delete_device
-from proxyd.proxy.build import NodeView, ProxyFlags, build_proxy
-from proxyd.proxy.model import build_model
+from proxyd.proxy.build import ProxyFlags
+from proxyd.proxy.state import ProxyDelta, ProxyState
 from proxyd.problems import ProblemLog
 from proxyd.proxy.ownership import IPVSOwnership
 from proxyd.runner import MIN_SYNC_INTERVAL
@@ -45,6 +50,9 @@ SYSCTLS = {"net/ipv4/vs/conntrack": "1", "net/ipv4/vs/expire_nodest_conn": "1",
            # VIPs sit on a dummy interface: never answer ARP for them on the real ones
            "net/ipv4/conf/all/arp_ignore": "1", "net/ipv4/conf/all/arp_announce": "2"}
 
+
+# Seconds between looks at destinations draining under --ipvs-graceful-termination.
+DRAIN_RECHECK = 5.0
 
 # Made by the ip_vs module in every network namespace: there exactly when IPVS is.
 IPVS_PROC = "/proc/net/ip_vs"
@@ -114,6 +122,9 @@ class ServiceProxyController:
         self._ensure_timeouts = ensure_timeouts
         self.problems = ProblemLog(log, "service skipped (every other service is still proxied)")
         self.refused = ProblemLog(log, "served without a feature this build lacks")
+        self.state: ProxyState | None = None
+        self.last_delta = ProxyDelta()
+        self._request = None
 
     def preflight(self) -> str | None:
         """Why this controller cannot run here (no IPVS), or None."""
@@ -128,24 +139,59 @@ class ServiceProxyController:
                             "--service-external-ip-range (not served)")
         return dataclasses.replace(sp, external_ips=allowed)
 
+    @staticmethod
+    def relevant(kind: str, old: dict | None, new: dict | None) -> bool:
+        """Whether a change moves anything the proxy reads (a node's heartbeat, a
+        Service's managedFields, a slice's resourceVersion alone: no)."""
+        if old is None or new is None:
+            return True
+        if kind == "nodes":
+            return (node_addresses(old), pod_cidrs(old)[0]) != (node_addresses(new),
+                                                                pod_cidrs(new)[0])
+        if kind == "services":
+            def read(s):
+                return (s.get("spec"), (s.get("metadata") or {}).get("annotations"),
+                        (s.get("status") or {}).get("loadBalancer"))
+        else:
+            def read(s):
+                return (s.get("endpoints"), s.get("ports"), service_of_slice(s))
+        return read(old) != read(new)
+
+    def bind_runner(self, request) -> None:
+        self._request = request
+
     def sync(self, ctx) -> None:
-        nodes = ctx.stores["nodes"]
-        me = nodes.get(self.node_name)
-        if me is None:
+        if ctx.stores["nodes"].get(self.node_name) is None:
             raise NodeError(f"this node ({self.node_name}) has no Node object yet")
-        local = tuple(self._addresses())
-        self.ownership = self.ownership.with_addresses(set(local) | set(node_addresses(me).values()))
-        view = NodeView(self.node_name, node_addresses(me), local,
-                        tuple(c for n in nodes.list() for c in pod_cidrs(n)[0]))
-        services = ctx.stores["services"].list()
-        unbuilt = controllers.BY_KEY[controllers.PROXY]
-        self.refused.report([line for svc in services
-                             for line in unbuilt.refused_annotations(svc, "Service")])
-        model = build_model(services, ctx.stores["endpointslices"].list(), self.hairpin_all)
-        if self.strict_external:
-            model.ports = [self._checked_external(sp, model.problems) for sp in model.ports]
-        self.problems.report(model.problems)
-        desired = build_proxy(model.ports, view, self.flags)
+        state, self.state = self.state, None        # until this sync succeeds
+        if ctx.full or state is None or not self._appliers_ready():
+            self._full_sync(ctx.stores)
+        else:
+            delta = state.update(ctx.changes)
+            self._report(state)
+            self._apply(delta, state)
+            self.last_delta, self.state = delta, state
+        self._recheck_drains()
+
+    def _appliers_ready(self) -> bool:
+        return all(a.has_applied for a in (self.vips, self.ipsets, self.ipvs,
+                                           *self.tables.values()))
+
+    def _report(self, state: ProxyState) -> None:
+        self.refused.report(state.refused_list())
+        self.problems.report(state.problem_list())
+        view = state.view
+        self.ownership = self.ownership.with_addresses(
+            set(view.local_addresses) | set(view.addresses.values()))
+
+    def _full_sync(self, stores) -> None:
+        """Everything from the caches; the appliers read the kernel and repair it."""
+        state = ProxyState(self.node_name, self.flags, self.hairpin_all,
+                           self._checked_external if self.strict_external else None)
+        state.load(stores["services"].list(), stores["endpointslices"].list(),
+                   stores["nodes"].list(), self._addresses())
+        self._report(state)
+        desired = state.desired()
         self._load_ipvs()
         for key, value in SYSCTLS.items():
             self._sysctl(key, value)
@@ -157,6 +203,27 @@ class ServiceProxyController:
             self.tables[(family, "nat")].apply(rules.nat, rules.nat_hooks)
             self.tables[(family, "filter")].apply(rules.filter, rules.filter_hooks)
         self.ipsets.cleanup_stale({s.name for s in desired.sets})
+        self.last_delta, self.state = ProxyDelta(), state
+
+    def _apply(self, delta: ProxyDelta, state: ProxyState) -> None:
+        """Only what the changes touched, in the full sync's order."""
+        if delta.vips_added:
+            self.vips.apply_changes(delta.vips_added, ())
+        if delta.sets:
+            self.ipsets.apply_changes(delta.sets.values())
+        if delta.services or self.ipvs.draining:
+            self.ipvs.apply_changes(delta.services)
+        for family, chains in delta.chains.items():
+            self.tables[(family, "nat")].apply_changes(chains)
+        if delta.vips_removed:
+            self.vips.apply_changes((), delta.vips_removed)
+
+    def _recheck_drains(self) -> None:
+        """A destination draining gracefully is looked at again without waiting for a change."""
+        if self.ipvs.draining and self._request is not None:
+            timer = threading.Timer(DRAIN_RECHECK, self._request)
+            timer.daemon = True
+            timer.start()
 
 
 def cleanup_proxy(config: Config) -> list[str]:

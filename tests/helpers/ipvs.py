@@ -48,6 +48,7 @@ class FakeIPVS:
     def __init__(self):
         self.services: dict[tuple, dict] = {}
         self._generation = itertools.count(1)
+        self.calls: list[tuple[str, str]] = []      # (service|dest, command), in order
 
     # -- set-up and inspection helpers ---------------------------------------
     def add(self, protocol, addr, port, sched="rr", dests=(), fwmark=0, **kw):
@@ -78,6 +79,7 @@ class FakeIPVS:
         return (attrs["protocol"], str(ipaddress.ip_address(attrs["addr"])), attrs["port"])
 
     def service(self, command, service=None):
+        self.calls.append(("service", command))
         if command == "dump":
             return [self._service_msg(k, s) for k, s in self.services.items()]
         attrs = wire(service)
@@ -108,6 +110,7 @@ class FakeIPVS:
         return []
 
     def dest(self, command, service, dest=None):
+        self.calls.append(("dest", command))
         key = self._key(wire(service))
         if key not in self.services:
             raise refuse(errno.ESRCH)

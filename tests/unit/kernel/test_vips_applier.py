@@ -2,102 +2,12 @@
 (the rtnetlink calls it uses, with the kernel's answers measured on Linux 6.1)."""
 from __future__ import annotations
 
-import errno
-import ipaddress
 
 import pytest
 
-from helpers.netlink_fakes import Msg, refuse
+from helpers.netlink_fakes import FakeLinks
 from proxyd.kernel import names
 from proxyd.kernel.vips import RT_SCOPE_LINK, VIPApplier, VIPSyncError
-
-
-class FakeLinks:
-    def __init__(self, kinds=("loopback", "dummy", "veth")):
-        self.kinds = set(kinds)
-        self.links: dict[int, Msg] = {}
-        self.addrs: list[Msg] = []
-        self._next = 1
-        self.add_link("lo", "loopback", up=True)
-
-    # -- set-up and inspection helpers ---------------------------------------
-    def add_link(self, name, kind, up=False):
-        self.link("add", ifname=name, kind=kind)
-        if up:
-            self.link("set", index=self.index(name), state="up")
-        return self.index(name)
-
-    def index(self, name):
-        (i,) = self.link_lookup(ifname=name)
-        return i
-
-    def on(self, name):
-        """{(address, prefixlen, scope)} on the device."""
-        index = self.index(name)
-        return {(a["IFA_ADDRESS"], a["prefixlen"], a["scope"]) for a in self.addrs
-                if a["index"] == index}
-
-    def up(self, name):
-        return bool(self.links[self.index(name)]["flags"] & 1)
-
-    # -- the IPRoute calls ----------------------------------------------------
-    def close(self):
-        pass
-
-    def link_lookup(self, ifname):
-        return [i for i, m in self.links.items() if m["ifname"] == ifname]
-
-    def link(self, command, index=None, **kw):
-        if command == "add":
-            if kw["kind"] not in self.kinds:
-                raise refuse(errno.EOPNOTSUPP)
-            if self.link_lookup(ifname=kw["ifname"]):
-                raise refuse(errno.EEXIST)
-            self.links[self._next] = Msg(index=self._next, ifname=kw["ifname"], flags=0,
-                                         linkinfo={"kind": kw["kind"]})
-            self._next += 1
-            return []
-        if index not in self.links:
-            raise refuse(errno.ENODEV)
-        if command == "get":
-            return [Msg(self.links[index])]
-        if command == "set" and kw.get("state") == "up" and not self.links[index]["flags"] & 1:
-            self.links[index]["flags"] |= 1
-            if self.links[index].get(("linkinfo", "kind")) != "loopback":
-                # the kernel gives an interface coming up its IPv6 link-local address
-                self._add(index, f"fe80::{index}", 64, RT_SCOPE_LINK)
-            return []
-        if command == "set":
-            return []
-        raise AssertionError(f"unexpected link command {command}")
-
-    def get_addr(self, index=None):
-        return [Msg(a) for a in self.addrs if index is None or a["index"] == index]
-
-    def addr(self, command, index, address, prefixlen, **kw):
-        if index not in self.links:
-            raise refuse(errno.ENODEV)
-        canonical = ipaddress.ip_address(address).compressed
-        found = [a for a in self.addrs if a["index"] == index and a["IFA_ADDRESS"] == canonical
-                 and a["prefixlen"] == prefixlen]
-        if command == "add":
-            if found:
-                raise refuse(errno.EEXIST)
-            self._add(index, canonical, prefixlen, kw.get("scope", 0))
-        elif command == "del":
-            if not found:
-                raise refuse(errno.EADDRNOTAVAIL)
-            self.addrs.remove(found[0])
-        else:
-            raise AssertionError(f"unexpected addr command {command}")
-        return []
-
-    def _add(self, index, address, prefixlen, scope):
-        if ":" in address:
-            # IPv6 ignores the requested scope and derives it from the address.
-            scope = RT_SCOPE_LINK if ipaddress.ip_address(address).is_link_local else 0
-        self.addrs.append(Msg(index=index, IFA_ADDRESS=address, prefixlen=prefixlen,
-                              scope=scope, family=10 if ":" in address else 2))
 
 
 DEV = names.DUMMY_IF
@@ -175,3 +85,33 @@ def test_a_custom_device_name_is_used():
     VIPApplier("kube-vips", ipr=ipr).sync(["10.96.0.10"])
     assert ("10.96.0.10", 32, RT_SCOPE_LINK) in ipr.on("kube-vips")
     assert not ipr.link_lookup(ifname=DEV)
+
+
+def test_changes_write_only_the_vips_that_moved_without_reading():
+    ipr = FakeLinks()
+    applier = VIPApplier(ipr=ipr)
+    with pytest.raises(RuntimeError, match="sync"):
+        applier.apply_changes(["10.96.0.1"], [])
+    applier.sync([f"10.96.0.{i}" for i in range(1, 50)])
+    ipr.calls.clear()
+
+    changed = applier.apply_changes(["10.96.1.1"], ["10.96.0.7"])
+
+    assert ipr.calls == ["del 10.96.0.7", "add 10.96.1.1"]
+    assert changed == ["delete 10.96.0.7/32 from kube-dummy-if", "add 10.96.1.1/32 to kube-dummy-if"]
+    assert ("10.96.1.1", 32, RT_SCOPE_LINK) in ipr.on(DEV)
+    assert ("10.96.0.7", 32, RT_SCOPE_LINK) not in ipr.on(DEV)
+    # already there / already gone: no error, nothing to report
+    assert applier.apply_changes(["10.96.1.1"], ["10.96.0.7"]) == []
+
+
+def test_a_failed_change_forgets_the_device_so_the_next_write_reads():
+    ipr = FakeLinks()
+    applier = VIPApplier(ipr=ipr)
+    applier.sync(["10.96.0.1"])
+    ipr.links.pop(ipr.index(DEV))              # the device went away behind our back
+    with pytest.raises(VIPSyncError, match="10.96.0.2"):
+        applier.apply_changes(["10.96.0.2"], [])
+    assert not applier.has_applied
+    applier.sync(["10.96.0.1", "10.96.0.2"])
+    assert {a for a, _, _ in ipr.on(DEV)} >= {"10.96.0.1", "10.96.0.2"}

@@ -16,6 +16,8 @@ class Recorder:
         rec = self
 
         class Part:
+            draining = False
+
             def sync(self, desired):
                 rec.calls.append((name, list(desired)))
                 return []
@@ -57,6 +59,8 @@ def controller(*flags):
 
 
 class Ctx:
+    full, changes = True, []
+
     def __init__(self, services, slices, nodes):
         self.stores = {"services": store(*services), "endpointslices": store(*slices),
                        "nodes": store(*nodes)}
