@@ -11,22 +11,15 @@ import pytest
 from helpers.ipset import FakeIpset
 from helpers.ipvs import FakeIPVS
 from helpers.netlink_fakes import FakeLinks
-from helpers.proxy_objects import READY, eps, service
+from helpers.proxy_objects import NODE, READY, ProxyWorld, eps, service
 from helpers.xtables import FakeXtables
 from proxyd import cli
-from proxyd.daemon import SyncContext
-from proxyd.k8s.cache import Store
-from proxyd.k8s.tracker import Change
 from proxyd.kernel import names
 from proxyd.kernel.ipset import IPSetApplier
 from proxyd.kernel.iptables import TableApplier
 from proxyd.kernel.ipvs import IPVSApplier
 from proxyd.kernel.vips import VIPApplier
 from proxyd.proxy.controller import ServiceProxyController
-
-NODE = {"metadata": {"name": "node-a"}, "spec": {"podCIDR": "10.244.0.0/24"},
-        "status": {"addresses": [{"type": "InternalIP", "address": "172.30.0.10"}]}}
-
 
 class Lock:
     held = False
@@ -69,38 +62,9 @@ def controller(kernel: Kernel, *flags) -> ServiceProxyController:
     return ctl
 
 
-class World:
-    def __init__(self, n=30):
-        self.stores = {"services": Store(), "endpointslices": Store(), "nodes": Store()}
-        self.stores["services"].replace([
-            service(f"s{i}", cluster_ip=f"10.96.1.{i}", type_="NodePort",
-                    ports=[{"name": "http", "port": 80, "nodePort": 30000 + i}])
-            for i in range(n)])
-        self.stores["endpointslices"].replace([
-            eps(f"s{i}", [(f"10.244.0.{i + 2}", "node-a", READY)]) for i in range(n)])
-        self.stores["nodes"].replace([NODE])
-        self.version = 100
-
-    def put(self, kind, obj, key=None):
-        store = self.stores[kind]
-        key = key or (f"{obj['metadata']['namespace']}/{obj['metadata']['name']}")
-        old = store.get(key)
-        self.version += 1
-        if obj is not None:
-            obj["metadata"]["resourceVersion"] = str(self.version)
-        if obj is None:
-            store.apply(old, deleted=True)
-        else:
-            store.apply(obj)
-        return Change(kind, key, old, obj)
-
-    def sync(self, ctl, *changes, full=False):
-        ctl.sync(SyncContext(self.stores, list(changes), full))
-
-
 @pytest.fixture
 def synced():
-    kernel, world = Kernel(), World()
+    kernel, world = Kernel(), ProxyWorld()
     ctl = controller(kernel)
     world.sync(ctl, full=True)
     kernel.clear()
