@@ -18,6 +18,7 @@ daemon running only the firewall controller, both in-process. Measured there:
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import sys
@@ -30,9 +31,12 @@ from krsim.apiserver.kinds import NAMESPACES, NETWORKPOLICIES, PODS  # noqa: E40
 from krsim.netns import Netns  # noqa: E402
 from proxyd import cli  # noqa: E402
 from proxyd.daemon import Daemon  # noqa: E402
+from bench import harness  # noqa: E402
 from proxyd.netpol.controller import NetworkPolicyController  # noqa: E402
 
 NODE = "node-a"
+
+covered = functools.partial(harness.covered, "firewall", "pods")
 
 
 def load(server: ApiServer, pods, namespaces, policies) -> None:
@@ -53,31 +57,7 @@ def start_daemon(server: ApiServer) -> tuple[Daemon, float]:
                                 "--metrics-port=0", "--cache-sync-timeout=120s"])
     controller = NetworkPolicyController(config, NODE,
                                          ensure_bridge_netfilter=lambda families: None)
-    durations, sync = [], controller.sync
-
-    def timed(ctx):
-        t0 = time.perf_counter()
-        sync(ctx)
-        durations.append(time.perf_counter() - t0)
-    controller.sync = timed
-    daemon = Daemon(config, [controller])
-    daemon.start()
-    runner = daemon.runners[controller.name]
-    while runner.heartbeat is None:
-        if runner.failures:
-            raise RuntimeError("the firewall's first sync failed (see the log)")
-        time.sleep(0.002)
-    return daemon, durations[0]
-
-
-def covered(daemon: Daemon, version: str, timeout: float = 30.0) -> float:
-    """Seconds until a successful sync covered the pods at ``version``."""
-    t0 = time.perf_counter()
-    while int(daemon.synced_versions.get("firewall", {}).get("pods") or 0) < int(version):
-        if time.perf_counter() - t0 > timeout:
-            raise RuntimeError(f"pods at resourceVersion {version} not synced in {timeout}s")
-        time.sleep(0.0005)
-    return time.perf_counter() - t0
+    return harness.start_daemon(config, controller)
 
 
 def _pod(i: int, labels: dict, node: str = NODE) -> dict:
@@ -143,26 +123,14 @@ def floor(sets: str, rules: str) -> float:
 
 def measure(size: int, policies: int, rounds: int) -> dict:
     pods, namespaces, pols = cluster(max(1, size * 4 // 100), size, policies)
-    ns = Netns("bench-netpol")
 
-    def body():
-        server = ApiServer(ServerConfig(host="127.0.0.1", port=0))
-        load(server, pods, namespaces, pols)
-        server.start()
-        daemon = None
-        try:
-            daemon, full = start_daemon(server)
-            sets, rules = ours(ns)
-            return {"full": full, "events": events(server, daemon, pods, rounds, ns),
-                    "sets": sets, "rules": rules}
-        finally:
-            if daemon is not None:
-                daemon.stop()
-            server.stop()
-    try:
-        result = ns.call(body)
-    finally:
-        ns.delete()
+    def run(server, daemon, ns):
+        sets, rules = ours(ns)
+        return {"events": events(server, daemon, pods, rounds, ns), "sets": sets,
+                "rules": rules}
+    result = harness.in_namespace(
+        "bench-netpol", ServerConfig(host="127.0.0.1", port=0),
+        lambda server: load(server, pods, namespaces, pols), start_daemon, run)
     result["floor"] = floor(result.pop("sets"), result.pop("rules"))
     return result
 

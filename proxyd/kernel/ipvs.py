@@ -1,4 +1,4 @@
-"""The service proxy's one writer of IPVS virtual services (pyroute2, generic netlink).
+"""The service proxy's one writer of IPVS virtual services (generic netlink).
 
 ``sync`` takes the node's whole desired IPVS table as ``VirtualService``
 values (proxyd/kernel/state.py), dumps the kernel's table and changes only the
@@ -17,46 +17,57 @@ balancer, a fwmark service) is never changed, and IPVS is never flushed.
   weight 0 (no new connections) and is deleted once it holds no connections
   or the period has passed -- kube-router's --ipvs-graceful-termination.
 
-Measured on Linux 6.1 with pyroute2 0.9.7 (tests/kernel/test_ipvs_applier_kernel.py):
-- ``IPVSService`` takes the scheduler as ``sched_name`` (``sched`` is
-  ignored and the service gets wlc); ``IPVSDest`` defaults to fwd_method 3
-  (direct routing); the 'update' command sends a DELETE: use 'set'.
-- ``IPVSService.from_message`` returns the class defaults for flags and
-  timeout, not the kernel's values: dumps are read attribute by attribute.
+Every write of one sync goes out in batches (ipvs_netlink.py), in the order
+it was planned: a service's add before its destinations'. A request the
+kernel refuses names its service; the rest of the batch still applies.
+
+Measured on Linux 6.1 (tests/kernel/test_ipvs_applier_kernel.py):
 - The kernel sets IP_VS_SVC_F_HASHED on every service in its table, so
   "hashed" is always there and is left out when comparing.
-- An IPv6 service needs IPVS_SVC_ATTR_NETMASK holding the prefix length as
-  a host-order u32 (ipvsadm sends 128); without it the kernel says EINVAL.
-  pyroute2 encodes the attribute as an IPv4 address, so 128 goes in as the
-  address whose bytes are that u32.
 - An IPv4 real server must be a unicast or local address (inet_addr_type
   on the local table): a multicast or broadcast one is EINVAL, and so is
   every one in a namespace that has no IPv4 local table yet (not even lo up).
-- pyroute2 0.9.7 opens the generic netlink socket per thread; a handle made
-  on one thread and used on another dumps fine but every change comes back
-  ECONNRESET. The applier therefore makes its own handle on the thread of
-  its first sync (the runner's), unless one is injected.
+- The netlink socket belongs to the namespace of the thread that opened it:
+  the applier opens its own on the thread of its first sync (the runner's),
+  unless one is injected.
 - An unknown scheduler is ENOENT (its ip_vs_<name> module cannot be found).
 """
 from __future__ import annotations
 
 import errno
 import logging
+import os
 import time
+from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping
 
-from pyroute2.netlink.exceptions import NetlinkError
-
+from proxyd.kernel.ipvs_netlink import request
 from proxyd.kernel.ipvs_table import (F_HASHED, FORWARD, FORWARD_NAMES, PROTOCOL_NAMES,
                                       IPVSSyncError, Key, KernelDest, KernelService, canonical,
-                                      check, describe, desired_table, dest_spec, endpoint,
-                                      service_name, service_spec, wanted_dests, wanted_flags)
+                                      check, describe, desired_table, dest_attrs, endpoint,
+                                      service_attrs, service_name, wanted_dests, wanted_flags)
 from proxyd.kernel.state import Destination, VirtualService
 
 __all__ = ["F_HASHED", "IPVSApplier", "IPVSSyncError", "Destination", "VirtualService",
            "ensure_timeouts"]
 
 log = logging.getLogger(__name__)
+# A delete the kernel answers "no such service/destination" found it gone already.
+GONE = {("service", "del"): errno.ESRCH, ("dest", "del"): errno.ENOENT}
+
+
+@dataclass(frozen=True)
+class _Write:
+    key: Key
+    kind: str                                  # "service" or "dest"
+    command: str                               # "add", "set", "del"
+    request: bytes
+    line: str                                  # what changed, once it did
+    refused: Callable[[int], str]              # why, from the kernel's errno
+
+
+def _errno(code: int) -> str:
+    return f"{errno.errorcode.get(code, code)} ({os.strerror(code)})"
 
 
 class IPVSApplier:
@@ -74,13 +85,34 @@ class IPVSApplier:
         # Our services as the last write left them; None until a reading sync, and
         # again after any failure (the next write must read).
         self._applied: dict[Key, VirtualService] | None = None
+        self._writes: list[_Write] = []
 
     @property
     def _ipvs(self):
         if self._handle is None:
-            from pyroute2 import IPVS
-            self._handle = IPVS()
+            from proxyd.kernel.ipvs_netlink import IPVSNetlink
+            self._handle = IPVSNetlink()
         return self._handle
+
+    def _queue(self, key: Key, kind: str, command: str, line: str, refused,
+               dk: tuple[str, int] | None = None, dest: Destination | None = None,
+               settings: KernelService | None = None) -> None:
+        self._writes.append(_Write(key, kind, command, request(
+            kind, command, service_attrs(key, settings),
+            None if dk is None else dest_attrs(dk, dest)), line, refused))
+
+    def _flush(self, changed: list[str], errors: list[str], failed: set) -> None:
+        """Send what the sync planned; a refused request fails its service (once)."""
+        writes, self._writes = self._writes, []
+        codes = self._ipvs.write([w.request for w in writes]) if writes else []
+        for w, code in zip(writes, codes):
+            if code == 0 or code == GONE.get((w.kind, w.command)):
+                changed.append(w.line)
+            elif w.key not in failed:
+                failed.add(w.key)
+                message = f"{service_name(w.key)}: {w.refused(code)}"
+                self._log.error("IPVS service %s", message)
+                errors.append(message)
 
     def close(self) -> None:
         if self._handle is not None:
@@ -92,28 +124,24 @@ class IPVSApplier:
         """Every address-based service in the kernel (fwmark ones have no key and are
         never ours)."""
         found = {}
-        for msg in self._ipvs.service("dump"):
-            attrs = msg.get_attr("IPVS_CMD_ATTR_SERVICE")
-            get = attrs.get_attr
-            protocol = PROTOCOL_NAMES.get(get("IPVS_SVC_ATTR_PROTOCOL"))
-            if get("IPVS_SVC_ATTR_FWMARK") or protocol is None:
+        for attrs in self._ipvs.dump("service"):
+            protocol = PROTOCOL_NAMES.get(attrs.get("protocol"))
+            if attrs.get("fwmark") or protocol is None:
                 continue
-            key = (protocol, canonical(get("IPVS_SVC_ATTR_ADDR")), get("IPVS_SVC_ATTR_PORT"))
-            flags = (get("IPVS_SVC_ATTR_FLAGS") or {}).get("flags", 0)
-            found[key] = KernelService(scheduler=get("IPVS_SVC_ATTR_SCHED_NAME"),
-                                        flags=flags & ~F_HASHED,
-                                        timeout=get("IPVS_SVC_ATTR_TIMEOUT") or 0)
+            key = (protocol, canonical(attrs["addr"]), attrs["port"])
+            found[key] = KernelService(scheduler=attrs.get("sched_name", ""),
+                                       flags=attrs.get("flags", (0, 0))[0] & ~F_HASHED,
+                                       timeout=attrs.get("timeout", 0))
         return found
 
     def _dests(self, key: Key) -> dict[tuple[str, int], KernelDest]:
         found = {}
-        for msg in self._ipvs.dest("dump", service=service_spec(key)):
-            get = msg.get_attr("IPVS_CMD_ATTR_DEST").get_attr
-            dk = (canonical(get("IPVS_DEST_ATTR_ADDR")), get("IPVS_DEST_ATTR_PORT"))
-            found[dk] = KernelDest(
-                weight=get("IPVS_DEST_ATTR_WEIGHT"), forward=get("IPVS_DEST_ATTR_FWD_METHOD"),
-                connections=(get("IPVS_DEST_ATTR_ACTIVE_CONNS") or 0)
-                + (get("IPVS_DEST_ATTR_INACT_CONNS") or 0))
+        for attrs in self._ipvs.dump("dest", service_attrs(key)):
+            dk = (canonical(attrs["addr"]), attrs["port"])
+            found[dk] = KernelDest(weight=attrs.get("weight", 0),
+                                   forward=attrs.get("fwd_method", 0),
+                                   connections=attrs.get("active_conns", 0)
+                                   + attrs.get("inact_conns", 0))
         return found
 
     # ---- the sync ---------------------------------------------------------
@@ -130,12 +158,13 @@ class IPVSApplier:
         seen: set = set()
         for key in sorted(have.keys() - want.keys()):
             if self._owned(*key):
-                self._attempt(key, errors, lambda k=key: self._delete_service(k, changed))
+                self._attempt(key, errors, lambda k=key: self._delete_service(k))
         failed = set()
         for key, vs in sorted(want.items()):
             if not self._attempt(key, errors, lambda k=key, v=vs: self._ensure_service(
-                    k, v, have.get(k), changed, seen)):
+                    k, v, have.get(k), seen)):
                 failed.add(key)
+        self._flush(changed, errors, failed)
         # A service that failed half-way keeps its draining clocks.
         self._draining = {k: t for k, t in self._draining.items() if k in seen or k[0] in failed}
         if errors:
@@ -174,12 +203,14 @@ class IPVSApplier:
         for key in sorted(keys):
             vs = changed[key] if key in changed else applied.get(key)
             if not self._attempt(key, errors, lambda k=key, v=vs: self._change(
-                    k, v, applied.get(k), lines, seen)):
+                    k, v, applied.get(k), seen)):
                 failed.add(key)
-            elif vs is None:
+        self._flush(lines, errors, failed)
+        for key in set(changed) - failed:
+            if changed[key] is None:
                 applied.pop(key, None)
             else:
-                applied[key] = vs
+                applied[key] = changed[key]
         self._draining = {k: t for k, t in self._draining.items()
                           if k in seen or k[0] in failed or k[0] not in keys}
         if errors:
@@ -191,10 +222,10 @@ class IPVSApplier:
         return any(k == key for k, _ in self._draining)
 
     def _change(self, key: Key, vs: VirtualService | None, old: VirtualService | None,
-                lines: list[str], seen: set) -> None:
+                seen: set) -> None:
         if vs is None:
             if old is not None or self._drains(key):
-                self._delete_service(key, lines)
+                self._delete_service(key)
             return
         have = None if old is None else KernelService(old.scheduler, wanted_flags(old),
                                                       old.persistent)
@@ -204,77 +235,71 @@ class IPVSApplier:
                 or self._drains(key))):
             kernel = {dk: KernelDest(d.weight, FORWARD[d.forward], 0)
                       for dk, d in wanted_dests(key, old).items()}
-        self._ensure_service(key, vs, have, lines, seen, kernel)
+        self._ensure_service(key, vs, have, seen, kernel)
 
     def _attempt(self, key: Key, errors: list[str], action: Callable[[], None]) -> bool:
+        """Plan one service's writes; a failed read drops what it planned."""
         try:
             action()
             return True
-        except (NetlinkError, OSError, IPVSSyncError) as e:
+        except (OSError, IPVSSyncError) as e:
+            self._writes = [w for w in self._writes if w.key != key]
             message = f"{service_name(key)}: {e}"
             self._log.error("IPVS service %s", message)
             errors.append(message)
             return False
 
-    def _delete_service(self, key: Key, changed: list[str]) -> None:
-        try:
-            self._ipvs.service("del", service=service_spec(key))
-        except NetlinkError as e:
-            if e.code != errno.ESRCH:      # gone since the dump
-                raise
-        changed.append(f"delete service {service_name(key)}")
+    def _delete_service(self, key: Key) -> None:
+        self._queue(key, "service", "del", f"delete service {service_name(key)}",
+                    lambda code: f"cannot delete service: {_errno(code)}")
 
     def _ensure_service(self, key: Key, vs: VirtualService, have: KernelService | None,
-                        changed: list[str], seen: set, dests: dict | None = None) -> None:
+                        seen: set, dests: dict | None = None) -> None:
         """``dests``: the service's destinations as known; None reads them."""
         name = service_name(key)
         want = KernelService(vs.scheduler, wanted_flags(vs), vs.persistent)
-        try:
-            if have is None:
-                self._ipvs.service("add", service=service_spec(key, want))
-                changed.append(f"add service {name} {describe(want)}")
-            elif have != want:
-                self._ipvs.service("set", service=service_spec(key, want))
-                changed.append(f"set service {name} {describe(want)} (was {describe(have)})")
-        except NetlinkError as e:
-            if e.code == errno.ENOENT:
-                raise IPVSSyncError(f"scheduler {vs.scheduler!r} is unknown to this kernel "
-                                    f"(no ip_vs_{vs.scheduler} module): {e}") from e
-            raise IPVSSyncError(f"cannot {'add' if have is None else 'set'} service "
-                                f"{describe(want)}: {e}") from e
+        command = "add" if have is None else "set"
+
+        def refused(code: int) -> str:
+            if code == errno.ENOENT:
+                return (f"scheduler {vs.scheduler!r} is unknown to this kernel "
+                        f"(no ip_vs_{vs.scheduler} module): {_errno(code)}")
+            return f"cannot {command} service {describe(want)}: {_errno(code)}"
+        if have is None:
+            self._queue(key, "service", "add", f"add service {name} {describe(want)}", refused,
+                        settings=want)
+        elif have != want:
+            self._queue(key, "service", "set", f"set service {name} {describe(want)} "
+                        f"(was {describe(have)})", refused, settings=want)
         if have is None:
             dests = {}
         elif dests is None:
             dests = self._dests(key)
-        self._sync_dests(key, vs, dests, changed, seen)
+        self._sync_dests(key, vs, dests, seen)
 
-    def _sync_dests(self, key: Key, vs: VirtualService, have: dict, changed: list[str],
-                    seen: set) -> None:
+    def _sync_dests(self, key: Key, vs: VirtualService, have: dict, seen: set) -> None:
         want = wanted_dests(key, vs)
         for dk in sorted(have.keys() - want.keys()):
-            self._retire(key, dk, have[dk], changed, seen)
+            self._retire(key, dk, have[dk], seen)
         for dk, d in sorted(want.items()):
             kd = have.get(dk)
             line = f"{service_name(key)} -> {endpoint(*dk)} {d.forward} weight {d.weight}"
             if kd is None:
-                self._dest("add", key, dk, d)
-                changed.append(f"add destination {line}")
+                self._dest("add", key, dk, d, f"add destination {line}")
             elif (kd.weight, kd.forward) != (d.weight, FORWARD[d.forward]):
-                self._dest("set", key, dk, d)
-                changed.append(f"set destination {line} (was {FORWARD_NAMES.get(kd.forward)} "
-                               f"weight {kd.weight})")
+                self._dest("set", key, dk, d, f"set destination {line} (was "
+                           f"{FORWARD_NAMES.get(kd.forward)} weight {kd.weight})")
 
-    def _dest(self, command: str, key: Key, dk: tuple[str, int], d: Destination) -> None:
-        try:
-            self._ipvs.dest(command, service=service_spec(key), dest=dest_spec(dk, d))
-        except NetlinkError as e:
+    def _dest(self, command: str, key: Key, dk: tuple[str, int], d: Destination | None,
+              line: str) -> None:
+        def refused(code: int) -> str:
             hint = ""
-            if e.code == errno.EINVAL and command == "add" and ":" not in dk[0]:
+            if code == errno.EINVAL and command == "add" and ":" not in dk[0]:
                 hint = " (IPVS takes only a unicast or local IPv4 address as real server)"
-            raise IPVSSyncError(f"cannot {command} destination {endpoint(*dk)}: {e}{hint}") from e
+            return f"cannot {command} destination {endpoint(*dk)}: {_errno(code)}{hint}"
+        self._queue(key, "dest", command, line, refused, dk, d)
 
-    def _retire(self, key: Key, dk: tuple[str, int], kd: KernelDest, changed: list[str],
-                seen: set) -> None:
+    def _retire(self, key: Key, dk: tuple[str, int], kd: KernelDest, seen: set) -> None:
         """Delete a destination no longer wanted, or with ``graceful`` drain it first."""
         line = f"{service_name(key)} -> {endpoint(*dk)}"
         if self._graceful is not None:
@@ -284,15 +309,10 @@ class IPVSApplier:
                 seen.add((key, dk))
                 if kd.weight != 0:
                     self._dest("set", key, dk, Destination(
-                        *dk, weight=0, forward=FORWARD_NAMES.get(kd.forward, "masq")))
-                    changed.append(f"drain destination {line} ({kd.connections} connections)")
+                        *dk, weight=0, forward=FORWARD_NAMES.get(kd.forward, "masq")),
+                        f"drain destination {line} ({kd.connections} connections)")
                 return
-        try:
-            self._ipvs.dest("del", service=service_spec(key), dest=dest_spec(dk))
-        except NetlinkError as e:
-            if e.code != errno.ENOENT:     # gone since the dump
-                raise
-        changed.append(f"delete destination {line}")
+        self._dest("del", key, dk, None, f"delete destination {line}")
 
 
 _TIMEOUT_LINE = "Timeout (tcp tcpfin udp):"
@@ -300,7 +320,7 @@ _TIMEOUT_LINE = "Timeout (tcp tcpfin udp):"
 
 def ensure_timeouts(tcp: int, tcpfin: int, udp: int, run=None) -> bool:
     """IPVS's connection timeouts (--service-tcp-timeout, -tcpfin-, -udp-), in seconds; 0 keeps
-    the kernel's value. ipvsadm does it in one call (pyroute2 has no IPVS_CMD_SET_CONFIG).
+    the kernel's value. ipvsadm does it in one call (ipvs_netlink.py speaks no IPVS_CMD_SET_CONFIG).
     True if they had to change."""
     if not (tcp or tcpfin or udp):
         return False

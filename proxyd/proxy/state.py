@@ -15,7 +15,6 @@ write only what differs from what they applied.
 """
 from __future__ import annotations
 
-import ipaddress
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Mapping
@@ -23,7 +22,7 @@ from typing import Callable, Iterable, Mapping
 from lowlevel.apiobjects import node_addresses, pod_cidrs, service_of_slice
 from proxyd import controllers
 from proxyd.k8s.cache import object_key
-from proxyd.kernel import names
+from proxyd.kernel.ipvs_table import canonical
 from proxyd.kernel.state import Chain, IPSet, VirtualService
 from proxyd.proxy.build import (DesiredProxy, Fragment, NodeView, ProxyFlags, family_rules,
                                 family_sets, guard_set_names, pod_set, service_fragment,
@@ -48,7 +47,7 @@ class ProxyDelta:
 
 
 def ipvs_key(vs: VirtualService) -> Key:
-    return vs.protocol, ipaddress.ip_address(vs.address).compressed, vs.port
+    return vs.protocol, canonical(vs.address), vs.port
 
 
 class ProxyState:

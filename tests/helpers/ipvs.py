@@ -1,9 +1,8 @@
 """A small stateful model of the kernel's IPVS table, for the IPVS applier's tests.
 
-It takes the applier's real pyroute2 ``IPVSService``/``IPVSDest`` requests, reads
-what they would put on the wire, and answers dumps with real generic-netlink
-messages -- with the kernel's answers measured on Linux 6.1
-(tests/kernel/test_ipvs_applier_kernel.py).
+It takes the applier's real generic netlink requests (proxyd/kernel/ipvs_netlink.py),
+decodes what they put on the wire and answers each as the kernel does -- with
+the kernel's answers measured on Linux 6.1 (tests/kernel/test_ipvs_applier_kernel.py).
 """
 from __future__ import annotations
 
@@ -11,35 +10,17 @@ import errno
 import ipaddress
 import itertools
 
-from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.generic import ipvs as genl
-
 from proxyd.kernel.ipvs import F_HASHED
+from proxyd.kernel.ipvs_netlink import parse
 
 SCHEDULERS = {"rr", "wrr", "lc", "wlc", "sh", "dh", "mh"}
+FULL_SERVICE = {"sched_name", "flags", "timeout", "netmask"}
+FULL_DEST = {"fwd_method", "weight", "u_threshold", "l_threshold"}
 
 
-def refuse(code):
-    return NetlinkError(code, errno.errorcode[code])
-
-
-def wire(spec) -> dict:
-    """What a pyroute2 request object puts on the wire: {short attribute name: value}."""
-    prefix = spec.msg.prefix
-    return {name[len(prefix):].lower(): value for name, value in spec.dump_nla()["attrs"]}
-
-
-def message(kind: str, attrs: dict):
-    """A dump answer as pyroute2 parses it off the socket."""
-    nla = {"service": "IPVS_SVC_ATTR_", "dest": "IPVS_DEST_ATTR_"}[kind]
-    msg = genl.ipvsmsg()
-    msg["cmd"], msg["version"] = genl.IPVS_CMD_NEW_SERVICE, 1
-    msg["attrs"] = [(f"IPVS_CMD_ATTR_{kind.upper()}",
-                     {"attrs": [(nla + k.upper(), v) for k, v in attrs.items()]})]
-    msg.encode()
-    parsed = genl.ipvsmsg(msg.data)
-    parsed.decode()
-    return parsed
+class Refused(Exception):
+    def __init__(self, code):
+        self.code = code
 
 
 class FakeIPVS:
@@ -78,80 +59,88 @@ class FakeIPVS:
         assert "af" in attrs, "IPVS needs the address family"
         return (attrs["protocol"], str(ipaddress.ip_address(attrs["addr"])), attrs["port"])
 
-    def service(self, command, service=None):
-        self.calls.append(("service", command))
-        if command == "dump":
-            return [self._service_msg(k, s) for k, s in self.services.items()]
-        attrs = wire(service)
+    def dump(self, kind, service=None):
+        self.calls.append((kind, "dump"))
+        if kind == "service":
+            return [self._service_attrs(k, s) for k, s in self.services.items()]
+        key = self._key(service)
+        if key not in self.services:
+            raise OSError(errno.ESRCH, "no such service")
+        return [dict(addr=d[0], port=d[1], fwd_method=v["fwd_method"], weight=v["weight"],
+                     active_conns=v["active"], inact_conns=v["inactive"])
+                for d, v in self.services[key]["dests"].items()]
+
+    def write(self, requests):
+        codes = []
+        for payload in requests:
+            (kind, command), service, dest = parse(payload)
+            self.calls.append((kind, command))
+            try:
+                (self._service if kind == "service" else self._dest)(command, service, dest)
+                codes.append(0)
+            except Refused as e:
+                codes.append(e.code)
+        return codes
+
+    def _service(self, command, attrs, _dest):
         key = self._key(attrs)
-        if command in ("del", "update"):     # pyroute2 0.9.7 sends 'update' as a DELETE
+        if command == "del":
             if key not in self.services:
-                raise refuse(errno.ESRCH)
+                raise Refused(errno.ESRCH)
             del self.services[key]
-            return []
-        if command not in ("add", "set"):
-            raise AssertionError(f"unexpected service command {command}")
-        if ":" in key[1] and "netmask" not in attrs:
-            raise refuse(errno.EINVAL)        # an IPv6 service needs its prefix length
+            return
+        assert command in ("add", "set"), command
+        if not FULL_SERVICE <= attrs.keys():
+            raise Refused(errno.EINVAL)       # add and set need the full entry
         if attrs["sched_name"] not in SCHEDULERS:
-            raise refuse(errno.ENOENT)
+            raise Refused(errno.ENOENT)
         exists = key in self.services
         if command == "add" and exists:
-            raise refuse(errno.EEXIST)
+            raise Refused(errno.EEXIST)
         if command == "set" and not exists:
-            raise refuse(errno.ESRCH)
+            raise Refused(errno.ESRCH)
         entry = self.services[key] if exists else dict(generation=next(self._generation),
                                                        dests={})
-        mask = attrs["flags"]["mask"]
+        flags, mask = attrs["flags"]
         old = entry.get("flags", 0)
         entry.update(sched_name=attrs["sched_name"], timeout=attrs["timeout"],
-                     flags=(old & ~mask) | (attrs["flags"]["flags"] & mask) | F_HASHED)
+                     flags=(old & ~mask) | (flags & mask) | F_HASHED)
         self.services[key] = entry
-        return []
 
-    def dest(self, command, service, dest=None):
-        self.calls.append(("dest", command))
-        key = self._key(wire(service))
+    def _dest(self, command, service, attrs):
+        key = self._key(service)
         if key not in self.services:
-            raise refuse(errno.ESRCH)
+            raise Refused(errno.ESRCH)
         dests = self.services[key]["dests"]
-        if command == "dump":
-            return [self._dest_msg(d, v) for d, v in dests.items()]
-        attrs = wire(dest)
         dk = (str(ipaddress.ip_address(attrs["addr"])), attrs["port"])
-        if command in ("del", "update"):
+        if command in ("add", "set") and not FULL_DEST <= attrs.keys():
+            raise Refused(errno.EINVAL)
+        if command == "del":
             if dk not in dests:
-                raise refuse(errno.ENOENT)
+                raise Refused(errno.ENOENT)
             del dests[dk]
         elif command == "add":
             if dk in dests:
-                raise refuse(errno.EEXIST)
+                raise Refused(errno.EEXIST)
             ip = ipaddress.ip_address(dk[0])
             if ip.version == 4 and (ip.is_multicast or ip.packed[-1] == 255):
-                raise refuse(errno.EINVAL)     # only a unicast or local IPv4 real server
+                raise Refused(errno.EINVAL)     # only a unicast or local IPv4 real server
             dests[dk] = dict(fwd_method=attrs["fwd_method"], weight=attrs["weight"],
                              active=0, inactive=0)
         elif command == "set":
             if dk not in dests:
-                raise refuse(errno.ENOENT)
+                raise Refused(errno.ENOENT)
             dests[dk].update(fwd_method=attrs["fwd_method"], weight=attrs["weight"])
         else:
             raise AssertionError(f"unexpected dest command {command}")
-        return []
 
-    def _service_msg(self, key, s):
+    @staticmethod
+    def _service_attrs(key, s):
         if key[0] == "fwmark":
             attrs = dict(af=2, fwmark=key[1])
         else:
             protocol, addr, port = key
             attrs = dict(af=10 if ":" in addr else 2, protocol=protocol, addr=addr, port=port)
-        attrs.update(sched_name=s["sched_name"], flags={"flags": s["flags"], "mask": 0xFFFFFFFF},
-                     timeout=s["timeout"], netmask="255.255.255.255")
-        return message("service", attrs)
-
-    def _dest_msg(self, dk, v):
-        addr, port = dk
-        return message("dest", dict(addr=addr, port=port, fwd_method=v["fwd_method"],
-                                    weight=v["weight"], active_conns=v["active"],
-                                    inact_conns=v["inactive"],
-                                    addr_family=10 if ":" in addr else 2))
+        attrs.update(sched_name=s["sched_name"], flags=(s["flags"], 0xFFFFFFFF),
+                     timeout=s["timeout"], netmask=0xFFFFFFFF)
+        return attrs

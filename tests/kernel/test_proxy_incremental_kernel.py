@@ -1,9 +1,9 @@
 """The service proxy controller on a real kernel: a change writes only what it touches.
 
 The node is ``host_ns`` with two backends behind veths. The controller runs
-with its real appliers on one thread inside the node (pyroute2's generic
-netlink socket belongs to the thread that opened it); every IPVS and VIP
-netlink request and every ipset/iptables command it makes is counted.
+with its real appliers on one thread inside the node (a netlink socket
+belongs to the namespace of the thread that opened it); every IPVS and VIP
+request and every ipset/iptables command it makes is counted.
 Requests to the ClusterIP prove where traffic goes after each step.
 """
 from __future__ import annotations
@@ -23,6 +23,7 @@ from proxyd.kernel import names
 from proxyd.kernel.ipset import IPSetApplier
 from proxyd.kernel.iptables import TableApplier
 from proxyd.kernel.ipvs import IPVSApplier
+from proxyd.kernel.ipvs_netlink import IPVSNetlink, parse
 from proxyd.kernel.vips import VIPApplier
 from proxyd.proxy.controller import ServiceProxyController
 
@@ -62,7 +63,7 @@ class InNamespace:
 
 
 class Counted:
-    """A pyroute2 handle whose writing requests are recorded."""
+    """A pyroute2 IPRoute whose writing requests are recorded."""
 
     def __init__(self, inner, writes, methods):
         self._inner, self._writes, self._methods = inner, writes, methods
@@ -79,9 +80,21 @@ class Counted:
         return call
 
 
+class CountedIPVS(IPVSNetlink):
+    """The applier's IPVS socket, recording every request it writes."""
+
+    def __init__(self, writes):
+        super().__init__()
+        self._writes = writes
+
+    def write(self, requests):
+        self._writes += [" ".join(parse(r)[0]) for r in requests]
+        return super().write(requests)
+
+
 def controller(writes: list[str]) -> ServiceProxyController:
     """Made on the namespace's thread: every handle belongs to it."""
-    from pyroute2 import IPVS, IPRoute
+    from pyroute2 import IPRoute
 
     def run(argv, input=None):
         if argv[1] == "restore" or argv[0].endswith("restore"):
@@ -95,7 +108,7 @@ def controller(writes: list[str]) -> ServiceProxyController:
                 for t in ("nat", "filter")},
         addresses=lambda: ["172.30.0.10"])
     ctl.ipvs = IPVSApplier(lambda *key: ctl.ownership.owns(*key),
-                           ipvs=Counted(IPVS(), writes, {"service", "dest"}))
+                           ipvs=CountedIPVS(writes))
     return ctl
 
 
